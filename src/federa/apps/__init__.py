@@ -1,0 +1,1 @@
+"""End-to-end applications built on the public API."""

@@ -1,0 +1,171 @@
+"""`federa run` settings: one frozen dataclass, filled from a TOML file and flags."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from federa.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DATASETS: dict[str, str] = {
+    "digits": "scikit-learn's bundled 8x8 handwritten digits (no download)",
+    "mnist": "MNIST IDX files in --data-dir",
+}
+DEFAULT_MODELS: dict[str, str] = {"digits": "simple_cnn", "mnist": "mnist_cnn"}
+MODELS = ("cifar10_cnn", "femnist_cnn", "mnist_2nn", "mnist_cnn", "simple_cnn", "symbol_cnn")
+PARTITIONS = ("dirichlet", "iid")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """Everything `federa run` needs; the defaults are the embedded digits run."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str | None = None
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    num_clients: int = 10
+    rounds: int = 20
+    fraction_train: float = 0.5
+    fraction_evaluate: float = 0.0
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    workers: int = 0
+    out: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """Return the model to train: the chosen one, or the dataset's default."""
+        return self.model or DEFAULT_MODELS[self.dataset]
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Return the resolved settings (model filled in, unset paths and `out` left out)."""
+        data = asdict(self)
+        data["model"] = self.model_name
+        data.pop("out")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+FIELD_TYPES: dict[str, type] = {
+    "dataset": str,
+    "data_dir": str,
+    "model": str,
+    "partition": str,
+    "alpha": float,
+    "num_clients": int,
+    "rounds": int,
+    "fraction_train": float,
+    "fraction_evaluate": float,
+    "local_epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "optimizer": str,
+    "momentum": float,
+    "weight_decay": float,
+    "seed": int,
+    "workers": int,
+    "out": str,
+}
+assert set(FIELD_TYPES) == {f.name for f in fields(RunConfig)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = FIELD_TYPES[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if kind in (int, float) and type(value) is kind:
+        return value
+    expected = {str: "a string", int: "an integer", float: "a number"}[kind]
+    raise ConfigError(f"{name} in {source} must be {expected}, got {value!r}")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a run config TOML file into field values (keys may use - or _).
+
+    A `[run]` table is accepted as well as top-level keys.
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config: {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {p} is not valid TOML: {exc}") from None
+    table = raw.get("run", raw) if isinstance(raw.get("run"), dict) else raw
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_TYPES:
+            allowed = ", ".join(sorted(FIELD_TYPES))
+            raise ConfigError(f"unknown key {key!r} in {p}; allowed keys: {allowed}")
+        values[name] = _coerce(name, value, str(p))
+    return values
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{option}: unknown value {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def _at_least(option: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise ConfigError(f"{option} must be >= {low:g}, got {value:g}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every setting and return `cfg`; raise ConfigError naming the first bad one."""
+    _choice("--dataset", cfg.dataset, sorted(DATASETS))
+    if cfg.model is not None:
+        _choice("--model", cfg.model, MODELS)
+    _choice("--partition", cfg.partition, PARTITIONS)
+    _choice("--optimizer", cfg.optimizer, OPTIMIZERS)
+    for option, value in (("--fraction-train", cfg.fraction_train),):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"{option} must be in (0, 1], got {value:g}")
+    if not 0.0 <= cfg.fraction_evaluate <= 1.0:
+        raise ConfigError(f"--fraction-evaluate must be in [0, 1], got {cfg.fraction_evaluate:g}")
+    if not (cfg.alpha > 0 and math.isfinite(cfg.alpha)):
+        raise ConfigError(f"--alpha must be a positive number, got {cfg.alpha:g}")
+    for name in ("num_clients", "rounds", "local_epochs", "batch_size"):
+        _at_least(_flag(name), getattr(cfg, name), 1)
+    for name in ("seed", "workers", "weight_decay"):
+        _at_least(_flag(name), getattr(cfg, name), 0)
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"--lr must be a positive number, got {cfg.lr:g}")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ConfigError(f"--momentum must be in [0, 1), got {cfg.momentum:g}")
+    if cfg.dataset != "digits":
+        if cfg.data_dir is None:
+            raise ConfigError(f"--data-dir is required for --dataset {cfg.dataset}")
+        if not Path(cfg.data_dir).is_dir():
+            raise ConfigError(f"--data-dir: {cfg.data_dir} does not exist or is not a folder")
+    return cfg
+
+
+def resolve(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
+    """Merge defaults < TOML file < flags (None flags are unset) and validate."""
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    return validate(replace(RunConfig(), **merged))

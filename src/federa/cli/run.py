@@ -1,0 +1,106 @@
+"""`federa run`: simulate from a config and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from federa.cli.config import FIELD_TYPES, RunConfig, load_toml, resolve
+from federa.server.history import History, RoundRecord
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def describe_round(rec: RoundRecord) -> str:
+    """Return one display line for a round."""
+    parts = [f"round {rec.round_num:>3}"]
+    if rec.round_num > 0:
+        parts.append(f"clients {rec.num_results}/{rec.num_sampled}")
+        parts.append(f"train loss {_fmt(rec.train_loss)}")
+        parts.append(f"acc {_fmt(rec.train_metrics.get('accuracy'))}")
+    if rec.eval_loss is not None:
+        parts.append(
+            f"| eval loss {_fmt(rec.eval_loss)} acc {_fmt(rec.eval_metrics.get('accuracy'))}"
+        )
+    if rec.centralized_loss is not None:
+        acc = rec.centralized_metrics.get("accuracy")
+        parts.append(f"| test loss {_fmt(rec.centralized_loss)} acc {_fmt(acc)}")
+    if rec.failures:
+        parts.append(f"[yellow]failures {len(rec.failures)}[/yellow]")
+    if "total_s" in rec.timings:
+        parts.append(f"({rec.timings['total_s']:.2f}s)")
+    return "  ".join(parts)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve defaults < --config file < flags into a validated RunConfig."""
+    file_values = load_toml(args.config) if args.config else {}
+    flags = {name: getattr(args, name, None) for name in FIELD_TYPES}
+    return resolve(file_values, flags)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run `federa run` with parsed arguments; return the exit status."""
+    from federa.cli.experiment import build_experiment
+    from federa.cli.rundir import make_run_dir, write_run_dir
+    from federa.simulation.simulate import simulate
+
+    cfg = config_from_args(args)
+    console = Console(highlight=False)
+    experiment = build_experiment(cfg)
+    out = make_run_dir(cfg.out)
+    sizes = [len(p) for p in experiment.partitions]
+    console.print(
+        f"federa run: {cfg.dataset} ({len(experiment.split.train)} train / "
+        f"{len(experiment.split.test)} test), {cfg.model_name}, {cfg.num_clients} clients "
+        f"({cfg.partition}, {min(sizes)}-{max(sizes)} examples each), FedAvg, {cfg.rounds} rounds"
+    )
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]rounds"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=args.quiet,
+    ) as progress:
+        bar = progress.add_task("rounds", total=cfg.rounds)
+
+        def on_round(rec: RoundRecord) -> None:
+            if not args.quiet:
+                progress.console.print(describe_round(rec))
+            if rec.round_num > 0:
+                progress.advance(bar)
+
+        history = simulate(
+            experiment.client_fn,
+            experiment.strategy,
+            num_clients=cfg.num_clients,
+            num_rounds=cfg.rounds,
+            initial=experiment.initial,
+            seed=cfg.seed,
+            executor=cfg.workers,
+            on_round=on_round,
+        )
+    write_run_dir(out, cfg, history)
+    console.print(summary(history, out, time.perf_counter() - start))
+    return 0
+
+
+def summary(history: History, out: Path, seconds: float) -> str:
+    """Return the closing lines: final accuracy and where the run went."""
+    final = history.rounds[-1]
+    acc = final.centralized_metrics.get("accuracy")
+    best = max((v for _, v in history.series("centralized_accuracy")), default=None)
+    return (
+        f"done in {seconds:.1f}s: final test accuracy {_fmt(acc)} (best {_fmt(best)}), "
+        f"test loss {_fmt(final.centralized_loss)}\nrun written to {out}/ "
+        "(config.toml, history.json, metrics.csv, curves.png, model.npz)"
+    )

@@ -1,0 +1,144 @@
+"""The run directory: config.toml, history.json, metrics.csv, curves.png, model.npz."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from federa.cli.config import RunConfig
+from federa.errors import ConfigError
+from federa.server.history import History, RoundRecord
+
+
+def make_run_dir(out: str | None, root: Path = Path("runs")) -> Path:
+    """Create and return the run directory: `out`, or a new runs/<timestamp> folder.
+
+    An `out` that already holds files is refused rather than overwritten.
+    """
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"--out: {path} already exists and is not empty; choose a new folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
+        path = root / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"cannot create a new run folder under {root}; pass --out")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_config(path: Path, cfg: RunConfig) -> None:
+    """Write the resolved config as TOML; `federa run --config` on it repeats the run."""
+    import tomli_w
+
+    _atomic_write(path, tomli_w.dumps(cfg.to_toml_dict()))
+
+
+def metric_columns(history: History) -> list[str]:
+    """Return the metrics.csv columns for `history`."""
+    names: dict[str, None] = {}
+    for rec in history.records():
+        for kind, metrics in (
+            ("train", rec.train_metrics),
+            ("eval", rec.eval_metrics),
+            ("centralized", rec.centralized_metrics),
+        ):
+            for name in metrics:
+                names.setdefault(f"{kind}_{name}", None)
+    base = ["round", "num_sampled", "num_results", "num_failures", "is_accepted"]
+    losses = ["train_loss", "eval_loss", "centralized_loss"]
+    timings = ["train_s", "evaluate_s", "centralized_s", "total_s"]
+    return base + losses + [n for n in names if n not in losses] + timings
+
+
+def _row(rec: RoundRecord, columns: list[str], history: History) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "round": rec.round_num,
+        "num_sampled": rec.num_sampled,
+        "num_results": rec.num_results,
+        "num_failures": len(rec.failures),
+        "is_accepted": int(rec.is_accepted),
+    }
+    row.update(
+        {k: rec.timings.get(k) for k in ("train_s", "evaluate_s", "centralized_s", "total_s")}
+    )
+    for column in columns:
+        if column not in row:
+            row[column] = dict(history.series(column)).get(rec.round_num)
+    return {
+        k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+        for k, v in row.items()
+    }
+
+
+def write_metrics_csv(path: Path, history: History) -> None:
+    """Write one row per round (round 0 is the initial model's centralized evaluation)."""
+    columns = metric_columns(history)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for rec in history.records():
+            writer.writerow(_row(rec, columns, history))
+    os.replace(tmp, path)
+
+
+def plot_curves(path: Path, history: History, title: str = "") -> None:
+    """Draw accuracy and loss per round (train, distributed eval, centralized) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        for kind, label, style in (
+            ("centralized", "test (centralized)", "-o"),
+            ("eval", "clients' eval", "-s"),
+            ("train", "train (clients)", "--"),
+        ):
+            points = history.series(f"{kind}_{metric}")
+            if points:
+                rounds, values = zip(*points, strict=True)
+                ax.plot(rounds, values, style, label=label, markersize=3)
+        ax.set_xlabel("round")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_acc.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_run_dir(path: Path, cfg: RunConfig, history: History) -> None:
+    """Write every output file of a finished run into `path`."""
+    write_config(path / "config.toml", cfg)
+    _atomic_write(path / "history.json", history.to_json() + "\n")
+    write_metrics_csv(path / "metrics.csv", history)
+    plot_curves(path / "curves.png", history, title=f"{cfg.dataset} / {cfg.model_name} / FedAvg")
+    if history.arrays is not None:
+        tmp = path / "model.tmp.npz"
+        with tmp.open("wb") as fh:
+            np.savez(fh, allow_pickle=False, **history.arrays.to_dict())
+        os.replace(tmp, path / "model.npz")

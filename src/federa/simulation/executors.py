@@ -1,0 +1,130 @@
+"""Executors for the in-process transport: run client tasks serially or in worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from federa.client.runner import ClientFn, run_client_task
+from federa.core.messages import Failure, Task, TaskResult
+from federa.errors import ConfigError, TransportError
+
+
+class SerialExecutor:
+    """Run every task in this process, one after the other."""
+
+    def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
+        """Yield `(index, result)` for each task in order."""
+        for index, task in enumerate(tasks):
+            yield index, run_client_task(client_fn, task)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# Worker-process globals: set once by the pool initializer, reused by every task.
+_worker_client_fn: ClientFn | None = None
+
+
+def _init_worker(client_fn_bytes: bytes, num_threads: int) -> None:
+    global _worker_client_fn
+    # Split the machine's cores between workers before any numeric library starts its
+    # thread pool (unpickling client_fn may import torch).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(num_threads)
+    _worker_client_fn = pickle.loads(client_fn_bytes)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(num_threads)
+
+
+def _run_in_worker(task: Task) -> TaskResult:
+    assert _worker_client_fn is not None, "worker was not initialised"
+    return run_client_task(_worker_client_fn, task)
+
+
+class ProcessExecutor:
+    """Run tasks in a pool of long-lived worker processes.
+
+    The pool starts on first use and lives until `close`, so each worker builds its
+    client function (and whatever it caches, such as one model per worker) once for the
+    whole run rather than once per task. Workers use the "spawn" start method, which is
+    safe with PyTorch's thread pools. Results do not depend on the number of workers:
+    the round loop sorts them by client id before aggregating.
+
+    Args:
+        num_workers: Worker processes (>= 1).
+        threads_per_worker: Intra-op threads for each worker; by default the CPU count
+            divided by the number of workers.
+    """
+
+    def __init__(self, num_workers: int, threads_per_worker: int | None = None) -> None:
+        if num_workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {num_workers}")
+        self.num_workers = num_workers
+        cpus = os.cpu_count() or 1
+        self.threads_per_worker = threads_per_worker or max(1, cpus // num_workers)
+        self._pool: ProcessPoolExecutor | None = None
+        self._client_fn: ClientFn | None = None
+
+    def _ensure_pool(self, client_fn: ClientFn) -> ProcessPoolExecutor:
+        if self._pool is not None and self._client_fn is client_fn:
+            return self._pool
+        self.close()
+        try:
+            payload = pickle.dumps(client_fn)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise ConfigError(
+                "client_fn must be picklable to run in worker processes (define it at module "
+                f"level or use functools.partial), or use workers=0 for serial execution: {exc}"
+            ) from None
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.num_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(payload, self.threads_per_worker),
+        )
+        self._client_fn = client_fn
+        return self._pool
+
+    def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
+        """Submit every task and yield `(index, result)` as workers finish them."""
+        pool = self._ensure_pool(client_fn)
+        pending: dict[Future[Any], int] = {
+            pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                yield index, self._outcome(future, tasks[index])
+
+    def _outcome(self, future: Future[Any], task: Task) -> TaskResult:
+        try:
+            result: TaskResult = future.result()
+        except BrokenProcessPool:
+            self.close()
+            raise TransportError(
+                "a worker process died (out of memory or killed); rerun with fewer workers"
+            ) from None
+        except Exception as exc:  # e.g. a result that cannot be pickled back
+            return Failure(
+                client_id=task.client_id,
+                round_num=task.round_num,
+                phase=task.phase,
+                message=f"{type(exc).__name__}: {exc}",
+            )
+        return result
+
+    def close(self) -> None:
+        """Shut the worker processes down."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._client_fn = None

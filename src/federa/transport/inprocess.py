@@ -1,0 +1,57 @@
+"""In-process transport: clients are built by a `client_fn` on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from federa.client.runner import ClientFn
+from federa.core.messages import Task, TaskResult
+from federa.errors import ConfigError
+
+
+class Executor(Protocol):
+    """Runs client tasks somewhere on this machine (serially, or in worker processes)."""
+
+    def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
+        """Run every task and yield `(position in tasks, result)` pairs, in any order."""
+        ...
+
+    def close(self) -> None:
+        """Stop workers."""
+        ...
+
+
+class InProcessTransport:
+    """Simulated clients 0..num_clients-1, all available every round.
+
+    Args:
+        client_fn: Builds client `cid`; it runs wherever the executor runs tasks.
+        num_clients: How many clients exist.
+        executor: Where tasks run.
+    """
+
+    def __init__(self, client_fn: ClientFn, num_clients: int, executor: Executor) -> None:
+        if num_clients < 1:
+            raise ConfigError(f"num_clients must be >= 1, got {num_clients}")
+        self._client_fn = client_fn
+        self._clients = tuple(range(num_clients))
+        self._executor = executor
+
+    def available_clients(self) -> Sequence[int]:
+        """Return every client id."""
+        return self._clients
+
+    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
+        """Run the tasks on the executor and pair each result with its client id."""
+        unknown = [t.client_id for t in tasks if not 0 <= t.client_id < len(self._clients)]
+        if unknown:
+            raise ConfigError(
+                f"tasks name unknown clients {unknown}; valid ids are 0..{len(self._clients) - 1}"
+            )
+        for index, result in self._executor.run(self._client_fn, tasks):
+            yield tasks[index].client_id, result
+
+    def close(self) -> None:
+        """Stop the executor's workers."""
+        self._executor.close()
