@@ -12,6 +12,7 @@ import torch
 from federa.cli.config import RunConfig
 from federa.core.arrays import Arrays
 from federa.data import DatasetSplit, load_digits, load_mnist, partition_dirichlet, partition_iid
+from federa.errors import ConfigError
 from federa.strategy.fedavg import FedAvg
 from federa.torch.arrays import module_to_arrays
 from federa.torch.client import ModelFn, TorchClient, make_evaluate_fn
@@ -65,6 +66,11 @@ def partition(cfg: RunConfig, labels: npt.NDArray[np.int64]) -> tuple[npt.NDArra
 def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Experiment:
     """Load data, partition it, and build the model, clients and FedAvg strategy."""
     split = split if split is not None else load_dataset(cfg)
+    if cfg.num_clients > len(split.train):
+        raise ConfigError(
+            f"--num-clients {cfg.num_clients} is more than the {len(split.train)} training "
+            f"examples of {cfg.dataset}; use at most {len(split.train)}"
+        )
     model_fn: ModelFn = functools.partial(
         build_model, cfg.model_name, split.in_shape, split.num_classes
     )

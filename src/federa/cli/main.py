@@ -6,36 +6,44 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from typing import NoReturn
 
-from federa.cli.config import DATASETS, MODELS, OPTIMIZERS, PARTITIONS, RunConfig
+from federa.cli.config import DATASETS, FIELD_TYPES, MODELS, OPTIMIZERS, PARTITIONS, RunConfig
 from federa.errors import FederaError
 
 _DEFAULTS = RunConfig()
 
-_RUN_HELP: dict[str, tuple[str, dict[str, object]]] = {
-    "dataset": ("dataset to train on", {"choices": sorted(DATASETS)}),
-    "data_dir": ("folder holding the dataset's files (not needed for digits)", {}),
-    "model": ("model architecture (default: the dataset's own)", {"choices": MODELS}),
-    "partition": ("how the training set is split between clients", {"choices": PARTITIONS}),
-    "alpha": ("Dirichlet concentration for --partition dirichlet (smaller = more skewed)", {}),
-    "num_clients": ("number of simulated clients", {}),
-    "rounds": ("number of federated rounds", {}),
-    "fraction_train": ("fraction of clients sampled to train each round, in (0, 1]", {}),
-    "fraction_evaluate": ("fraction of clients that evaluate locally each round", {}),
-    "local_epochs": ("local epochs per round (E)", {}),
-    "batch_size": ("local minibatch size (B)", {}),
-    "lr": ("local learning rate", {}),
-    "optimizer": ("local optimizer", {"choices": OPTIMIZERS}),
-    "momentum": ("SGD momentum", {}),
-    "weight_decay": ("L2 weight decay", {}),
-    "seed": ("run seed: the same seed gives the same result", {}),
-    "workers": ("worker processes for clients (0 = run them in this process)", {}),
-    "out": ("run directory to write (default: a new runs/<timestamp>)", {}),
+# Choices are checked by validate(), which names the allowed values in one line.
+_RUN_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
+    "dataset": ("dataset to train on", sorted(DATASETS)),
+    "data_dir": ("folder holding the dataset's files (not needed for digits)", None),
+    "model": ("model architecture (default: the dataset's own)", MODELS),
+    "partition": ("how the training set is split between clients", PARTITIONS),
+    "alpha": ("Dirichlet concentration for --partition dirichlet (smaller = more skewed)", None),
+    "num_clients": ("number of simulated clients", None),
+    "rounds": ("number of federated rounds", None),
+    "fraction_train": ("fraction of clients sampled to train each round, in (0, 1]", None),
+    "fraction_evaluate": ("fraction of clients that evaluate locally each round", None),
+    "local_epochs": ("local epochs per round (E)", None),
+    "batch_size": ("local minibatch size (B)", None),
+    "lr": ("local learning rate", None),
+    "optimizer": ("local optimizer", OPTIMIZERS),
+    "momentum": ("SGD momentum", None),
+    "weight_decay": ("L2 weight decay", None),
+    "seed": ("run seed: the same seed gives the same result", None),
+    "workers": ("worker processes for clients (0 = run them in this process)", None),
+    "out": ("run directory to write (default: a new runs/<timestamp>)", None),
 }
 
 
-def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_run_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     run = sub.add_parser(
         "run",
         help="simulate a federated training run",
@@ -45,21 +53,18 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "options it trains on scikit-learn's bundled digits: 10 clients, Dirichlet(0.5) "
             "label split, FedAvg, 20 rounds. Flags override values from --config."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run.add_argument("--config", metavar="FILE", help="TOML file with any of the options below")
-    types = {f.name: f.type for f in fields(RunConfig)}
-    for name, (text, extra) in _RUN_HELP.items():
-        kind = {"int": int, "float": float}.get(str(types[name]).split(" ")[0], str)
+    for name, (text, choices) in _RUN_HELP.items():
         default = getattr(_DEFAULTS, name)
         shown = default if default is not None else "-"
         run.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type=kind,
+            type=FIELD_TYPES[name],
             default=None,
+            metavar=name.upper() if choices is None else "{" + ",".join(choices) + "}",
             help=f"{text} [default: {shown}]",
-            **extra,  # type: ignore[arg-type]  # choices only
         )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
 
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the `federa` argument parser."""
     from federa import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="federa",
         description=(
             "federa: federated learning. Clients keep their data and train locally; a server "
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"federa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each round's details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run_parser(sub)
     return parser
 

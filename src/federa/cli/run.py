@@ -75,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         def on_round(rec: RoundRecord) -> None:
             if not args.quiet:
-                progress.console.print(describe_round(rec))
+                progress.console.print(describe_round(rec), soft_wrap=True)
             if rec.round_num > 0:
                 progress.advance(bar)
 
@@ -90,7 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
             on_round=on_round,
         )
     write_run_dir(out, cfg, history)
-    console.print(summary(history, out, time.perf_counter() - start))
+    console.print(summary(history, out, time.perf_counter() - start), soft_wrap=True)
     return 0
 
 
