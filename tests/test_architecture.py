@@ -19,7 +19,7 @@ LAYERS = [
     {"transport"},
     {"server"},
     {"simulation"},
-    {"cli", "apps"},
+    {"cli", "apps", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 CORE_ALLOWED = {"numpy", "federa"}

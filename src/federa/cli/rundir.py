@@ -106,6 +106,7 @@ def plot_curves(path: Path, history: History, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
@@ -119,6 +120,7 @@ def plot_curves(path: Path, history: History, title: str = "") -> None:
                 rounds, values = zip(*points, strict=True)
                 ax.plot(rounds, values, style, label=label, markersize=3)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
