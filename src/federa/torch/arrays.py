@@ -41,9 +41,14 @@ def arrays_to_module(module: nn.Module, arrays: Arrays) -> None:
                     f"array {name!r} has shape {tuple(value.shape)} but the model expects "
                     f"{tuple(tensor.shape)}"
                 )
-            source = torch.from_numpy(np.ascontiguousarray(value))
-            if source.dtype != tensor.dtype:
+            expected = torch.empty((), dtype=tensor.dtype).numpy().dtype
+            if value.dtype != expected:
                 raise ClientError(
-                    f"array {name!r} has dtype {source.dtype} but the model expects {tensor.dtype}"
+                    f"array {name!r} has dtype {value.dtype} but the model expects {expected}"
                 )
-            tensor.copy_(source)
+            if tensor.device.type == "cpu":
+                # Write through numpy: no temporary tensor, and read-only sources (arrays
+                # decoded from bytes) need no defensive copy.
+                tensor.detach().numpy()[...] = value
+            else:
+                tensor.copy_(torch.from_numpy(np.array(value)))
