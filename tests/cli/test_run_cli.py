@@ -149,3 +149,15 @@ def test_cli_model_names_match_the_model_registry() -> None:
     from federa.torch.models import MODELS as REGISTRY
 
     assert tuple(sorted(REGISTRY)) == MODELS
+
+
+@pytest.mark.slow
+def test_embedded_default_reaches_90_percent_test_accuracy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, stdout, _ = run_cli(["run", "--quiet", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0
+    history = fd.History.from_json(tmp_path / "run" / "history.json")
+    assert len(history.rounds) == 20
+    final = history.rounds[-1].centralized_metrics["accuracy"]
+    assert final >= 0.90, stdout

@@ -59,7 +59,8 @@ def run_command(args: argparse.Namespace) -> int:
     console.print(
         f"federa run: {cfg.dataset} ({len(experiment.split.train)} train / "
         f"{len(experiment.split.test)} test), {cfg.model_name}, {cfg.num_clients} clients "
-        f"({cfg.partition}, {min(sizes)}-{max(sizes)} examples each), FedAvg, {cfg.rounds} rounds"
+        f"({cfg.partition}, {min(sizes)}-{max(sizes)} examples each), FedAvg, {cfg.rounds} rounds",
+        soft_wrap=True,
     )
     start = time.perf_counter()
     with Progress(
