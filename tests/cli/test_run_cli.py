@@ -161,3 +161,16 @@ def test_embedded_default_reaches_90_percent_test_accuracy(
     assert len(history.rounds) == 20
     final = history.rounds[-1].centralized_metrics["accuracy"]
     assert final >= 0.90, stdout
+
+
+def test_one_and_two_workers_give_identical_histories_for_a_cnn(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    histories = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        args = ["run", "--quiet", "--rounds", "2", "--fraction-train", "0.4", "--out", str(out)]
+        code, _, _ = run_cli([*args, "--workers", str(workers)], capsys)
+        assert code == 0
+        histories.append(fd.History.from_json(out / "history.json"))
+    assert histories[0] == histories[1]

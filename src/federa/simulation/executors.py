@@ -34,8 +34,8 @@ _worker_client_fn: ClientFn | None = None
 
 def _init_worker(client_fn_bytes: bytes, num_threads: int) -> None:
     global _worker_client_fn
-    # Split the machine's cores between workers before any numeric library starts its
-    # thread pool (unpickling client_fn may import torch).
+    # Fix the thread count before any numeric library starts its thread pool
+    # (unpickling client_fn may import torch).
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(num_threads)
     _worker_client_fn = pickle.loads(client_fn_bytes)
@@ -55,21 +55,28 @@ class ProcessExecutor:
     The pool starts on first use and lives until `close`, so each worker builds its
     client function (and whatever it caches, such as one model per worker) once for the
     whole run rather than once per task. Workers use the "spawn" start method, which is
-    safe with PyTorch's thread pools. Results do not depend on the number of workers:
-    the round loop sorts them by client id before aggregating.
+    safe with PyTorch's thread pools.
+
+    Results do not depend on the number of workers: the round loop sorts them by client
+    id before aggregating, and every worker computes with the same number of intra-op
+    threads. That number is part of the result, not only of the speed: PyTorch's CPU
+    kernels (convolutions in particular) reduce in a different order with a different
+    thread count, which changes the last bits of a model. It therefore defaults to 1
+    for every worker count, and a serial run matches a process run bit for bit when it
+    uses the same count (`torch.set_num_threads(1)`).
 
     Args:
         num_workers: Worker processes (>= 1).
-        threads_per_worker: Intra-op threads for each worker; by default the CPU count
-            divided by the number of workers.
+        threads_per_worker: Intra-op threads in each worker (default 1).
     """
 
-    def __init__(self, num_workers: int, threads_per_worker: int | None = None) -> None:
+    def __init__(self, num_workers: int, threads_per_worker: int = 1) -> None:
         if num_workers < 1:
             raise ConfigError(f"workers must be >= 1, got {num_workers}")
+        if threads_per_worker < 1:
+            raise ConfigError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
         self.num_workers = num_workers
-        cpus = os.cpu_count() or 1
-        self.threads_per_worker = threads_per_worker or max(1, cpus // num_workers)
+        self.threads_per_worker = threads_per_worker
         self._pool: ProcessPoolExecutor | None = None
         self._client_fn: ClientFn | None = None
 
