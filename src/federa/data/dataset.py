@@ -20,12 +20,19 @@ class Dataset:
         y: Class labels, int64 of shape (N,), each in [0, num_classes).
         num_classes: Number of classes the labels index.
         name: Short human-readable name, such as "mnist-train".
+        groups: Optional natural client of each example (int64 of shape (N,)), such as
+            the writer of a FEMNIST character; `partition_natural` splits by it.
+        group_names: Optional name of each group id (group k is `group_names[k]`).
+        class_names: Optional name of each class (class k is `class_names[k]`).
     """
 
     x: npt.NDArray[np.float32]
     y: npt.NDArray[np.int64]
     num_classes: int
     name: str
+    groups: npt.NDArray[np.int64] | None = None
+    group_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.y.ndim != 1:
@@ -41,6 +48,16 @@ class Dataset:
         if self.num_classes < 1:
             raise ConfigError(
                 f"dataset {self.name!r}: num_classes must be >= 1, got {self.num_classes}"
+            )
+        if self.groups is not None and self.groups.shape != self.y.shape:
+            raise ConfigError(
+                f"dataset {self.name!r}: groups has shape {self.groups.shape} but y has "
+                f"{self.y.shape}; give one group id per example"
+            )
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ConfigError(
+                f"dataset {self.name!r}: {len(self.class_names)} class names for "
+                f"{self.num_classes} classes"
             )
 
     def __len__(self) -> int:
@@ -61,7 +78,15 @@ class Dataset:
                 f"dataset {self.name!r}: subset needs a 1-D array of integer indices, "
                 f"got dtype {idx.dtype} with shape {idx.shape}"
             )
-        return Dataset(x=self.x[idx], y=self.y[idx], num_classes=self.num_classes, name=self.name)
+        return Dataset(
+            x=self.x[idx],
+            y=self.y[idx],
+            num_classes=self.num_classes,
+            name=self.name,
+            groups=None if self.groups is None else self.groups[idx],
+            group_names=self.group_names,
+            class_names=self.class_names,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
