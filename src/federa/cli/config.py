@@ -16,13 +16,27 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DATASETS: dict[str, str] = {
+    "calculator": "MNIST digits + handwritten operators: --data-dir holds mnist/ and math_symbols/",
+    "cifar10": "CIFAR-10 binary version (cifar-10-batches-bin) in --data-dir",
     "digits": "scikit-learn's bundled 8x8 handwritten digits (no download)",
+    "emnist": "EMNIST gzip IDX files in --data-dir (choose --emnist-split)",
+    "femnist": "FEMNIST in LEAF format: --data-dir holds train/ and test/ (one client per writer)",
     "mnist": "MNIST IDX files in --data-dir",
 }
-DEFAULT_MODELS: dict[str, str] = {"digits": "simple_cnn", "mnist": "mnist_cnn"}
+DEFAULT_MODELS: dict[str, str] = {
+    "calculator": "symbol_cnn",
+    "cifar10": "cifar10_cnn",
+    "digits": "simple_cnn",
+    "emnist": "femnist_cnn",
+    "femnist": "femnist_cnn",
+    "mnist": "mnist_cnn",
+}
 MODELS = ("cifar10_cnn", "femnist_cnn", "mnist_2nn", "mnist_cnn", "simple_cnn", "symbol_cnn")
-PARTITIONS = ("dirichlet", "iid")
+PARTITIONS = ("dirichlet", "iid", "natural", "quantity", "shards")
+NATURAL_DATASETS = ("femnist",)
+EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
 OPTIMIZERS = ("adam", "sgd")
+DEFAULT_NUM_CLIENTS = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,9 +46,13 @@ class RunConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     model: str | None = None
-    partition: str = "dirichlet"
+    emnist_split: str = "balanced"
+    partition: str | None = None
     alpha: float = 0.5
-    num_clients: int = 10
+    min_partition_size: int = 2
+    shards_per_client: int = 2
+    sigma: float = 1.0
+    num_clients: int | None = None
     rounds: int = 20
     fraction_train: float = 0.5
     fraction_evaluate: float = 0.0
@@ -53,10 +71,18 @@ class RunConfig:
         """Return the model to train: the chosen one, or the dataset's default."""
         return self.model or DEFAULT_MODELS[self.dataset]
 
+    @property
+    def partition_name(self) -> str:
+        """Return the partition scheme: the chosen one, or natural for FEMNIST, else dirichlet."""
+        if self.partition is not None:
+            return self.partition
+        return "natural" if self.dataset in NATURAL_DATASETS else "dirichlet"
+
     def to_toml_dict(self) -> dict[str, Any]:
         """Return the resolved settings (model filled in, unset paths and `out` left out)."""
         data = asdict(self)
         data["model"] = self.model_name
+        data["partition"] = self.partition_name
         data.pop("out")
         return {k: v for k, v in data.items() if v is not None}
 
@@ -65,8 +91,12 @@ FIELD_TYPES: dict[str, type] = {
     "dataset": str,
     "data_dir": str,
     "model": str,
+    "emnist_split": str,
     "partition": str,
     "alpha": float,
+    "min_partition_size": int,
+    "shards_per_client": int,
+    "sigma": float,
     "num_clients": int,
     "rounds": int,
     "fraction_train": float,
@@ -140,7 +170,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice("--dataset", cfg.dataset, sorted(DATASETS))
     if cfg.model is not None:
         _choice("--model", cfg.model, MODELS)
-    _choice("--partition", cfg.partition, PARTITIONS)
+    _choice("--partition", cfg.partition_name, PARTITIONS)
+    _choice("--emnist-split", cfg.emnist_split, EMNIST_SPLITS)
+    if cfg.partition_name == "natural" and cfg.dataset not in NATURAL_DATASETS:
+        raise ConfigError(
+            f"--partition natural needs a dataset with natural clients "
+            f"({', '.join(NATURAL_DATASETS)}); {cfg.dataset} has none, choose another partition"
+        )
     _choice("--optimizer", cfg.optimizer, OPTIMIZERS)
     for option, value in (("--fraction-train", cfg.fraction_train),):
         if not 0.0 < value <= 1.0:
@@ -149,8 +185,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--fraction-evaluate must be in [0, 1], got {cfg.fraction_evaluate:g}")
     if not (cfg.alpha > 0 and math.isfinite(cfg.alpha)):
         raise ConfigError(f"--alpha must be a positive number, got {cfg.alpha:g}")
-    for name in ("num_clients", "rounds", "local_epochs", "batch_size"):
+    if cfg.num_clients is not None:
+        _at_least("--num-clients", cfg.num_clients, 1)
+    if not (cfg.sigma > 0 and math.isfinite(cfg.sigma)):
+        raise ConfigError(f"--sigma must be a positive number, got {cfg.sigma:g}")
+    for name in ("rounds", "local_epochs", "batch_size", "shards_per_client"):
         _at_least(_flag(name), getattr(cfg, name), 1)
+    _at_least("--min-partition-size", cfg.min_partition_size, 0)
     for name in ("seed", "workers", "weight_decay"):
         _at_least(_flag(name), getattr(cfg, name), 0)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):

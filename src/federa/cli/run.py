@@ -54,12 +54,14 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     console = Console(highlight=False)
     experiment = build_experiment(cfg)
+    cfg = experiment.config  # num_clients resolved (one per writer for natural partitions)
     out = make_run_dir(cfg.out)
     sizes = [len(p) for p in experiment.partitions]
     console.print(
         f"federa run: {cfg.dataset} ({len(experiment.split.train)} train / "
         f"{len(experiment.split.test)} test), {cfg.model_name}, {cfg.num_clients} clients "
-        f"({cfg.partition}, {min(sizes)}-{max(sizes)} examples each), FedAvg, {cfg.rounds} rounds",
+        f"({cfg.partition_name}, {min(sizes)}-{max(sizes)} examples each), FedAvg, "
+        f"{cfg.rounds} rounds",
         soft_wrap=True,
     )
     start = time.perf_counter()
@@ -83,7 +85,7 @@ def run_command(args: argparse.Namespace) -> int:
         history = simulate(
             experiment.client_fn,
             experiment.strategy,
-            num_clients=cfg.num_clients,
+            num_clients=len(experiment.partitions),
             num_rounds=cfg.rounds,
             initial=experiment.initial,
             seed=cfg.seed,
