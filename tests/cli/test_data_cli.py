@@ -79,7 +79,7 @@ def test_femnist_run_trains_the_leaf_cnn_on_writers(
     folder = SHARED / "femnist" / "slz-ai__leaf-torch"
     out = tmp_path / "run"
     args = ["run", "--dataset", "femnist", "--data-dir", str(folder), "--rounds", "2"]
-    args += ["--fraction-train", "0.05", "--fraction-evaluate", "0.05", "--out", str(out)]
+    args += ["--fraction-train", "0.05", "--out", str(out)]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "femnist_cnn, 105 clients (natural" in stdout
@@ -88,5 +88,7 @@ def test_femnist_run_trains_the_leaf_cnn_on_writers(
     history = History.from_json(out / "history.json")
     last = history.rounds[-1]
     assert last.num_sampled == 6
+    assert last.num_eval_sampled == 105  # every writer, on its own test examples
+    assert last.num_eval_results == 105
     assert last.eval_loss is not None
     assert 0 < last.centralized_metrics["accuracy"] <= 1

@@ -23,7 +23,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     [
         (
             ["--dataset", "imagenet"],
-            "--dataset: unknown value 'imagenet'; choose one of: digits, mnist",
+            "--dataset: unknown value 'imagenet'; choose one of: calculator, cifar10, digits, "
+            "emnist, femnist, mnist",
         ),
         (["--model", "resnet"], "--model: unknown value 'resnet'; choose one of: cifar10_cnn,"),
         (["--fraction-train", "0"], "--fraction-train must be in (0, 1], got 0"),
@@ -31,7 +32,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["--num-clients", "0"], "--num-clients must be >= 1, got 0"),
         (
             ["--partition", "zipf"],
-            "--partition: unknown value 'zipf'; choose one of: dirichlet, iid",
+            "--partition: unknown value 'zipf'; choose one of: dirichlet, iid, natural, "
+            "quantity, shards",
         ),
         (["--alpha", "-1"], "--alpha must be a positive number, got -1"),
         (["--rounds", "0"], "--rounds must be >= 1, got 0"),

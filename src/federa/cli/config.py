@@ -55,7 +55,7 @@ class RunConfig:
     num_clients: int | None = None
     rounds: int = 20
     fraction_train: float = 0.5
-    fraction_evaluate: float = 0.0
+    fraction_evaluate: float | None = None
     local_epochs: int = 2
     batch_size: int = 16
     lr: float = 0.05
@@ -72,6 +72,17 @@ class RunConfig:
         return self.model or DEFAULT_MODELS[self.dataset]
 
     @property
+    def evaluate_fraction(self) -> float:
+        """Return the fraction of clients that evaluate locally each round.
+
+        Unless set, every writer of a natural partition evaluates on its own test
+        examples, and no client evaluates otherwise.
+        """
+        if self.fraction_evaluate is not None:
+            return self.fraction_evaluate
+        return 1.0 if self.partition_name == "natural" else 0.0
+
+    @property
     def partition_name(self) -> str:
         """Return the partition scheme: the chosen one, or natural for FEMNIST, else dirichlet."""
         if self.partition is not None:
@@ -83,6 +94,7 @@ class RunConfig:
         data = asdict(self)
         data["model"] = self.model_name
         data["partition"] = self.partition_name
+        data["fraction_evaluate"] = self.evaluate_fraction
         data.pop("out")
         return {k: v for k, v in data.items() if v is not None}
 
@@ -181,8 +193,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for option, value in (("--fraction-train", cfg.fraction_train),):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{option} must be in (0, 1], got {value:g}")
-    if not 0.0 <= cfg.fraction_evaluate <= 1.0:
-        raise ConfigError(f"--fraction-evaluate must be in [0, 1], got {cfg.fraction_evaluate:g}")
+    if not 0.0 <= cfg.evaluate_fraction <= 1.0:
+        raise ConfigError(f"--fraction-evaluate must be in [0, 1], got {cfg.evaluate_fraction:g}")
     if not (cfg.alpha > 0 and math.isfinite(cfg.alpha)):
         raise ConfigError(f"--alpha must be a positive number, got {cfg.alpha:g}")
     if cfg.num_clients is not None:

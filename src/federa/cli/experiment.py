@@ -191,7 +191,7 @@ def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Exper
     strategy = FedAvg(
         fraction_train=cfg.fraction_train,
         min_train_clients=1,
-        fraction_evaluate=cfg.fraction_evaluate,
+        fraction_evaluate=cfg.evaluate_fraction,
         min_evaluate_clients=1,
         evaluate_fn=make_evaluate_fn(model_fn, (split.test.x, split.test.y)),
     )

@@ -42,7 +42,11 @@ _OPTION_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
     "model": ("model architecture (default: the dataset's own)", MODELS),
     "rounds": ("number of federated rounds", None),
     "fraction_train": ("fraction of clients sampled to train each round, in (0, 1]", None),
-    "fraction_evaluate": ("fraction of clients that evaluate locally each round", None),
+    "fraction_evaluate": (
+        "fraction of clients that evaluate locally each round (default: every writer, on "
+        "its own test split, for natural partitions; else 0)",
+        None,
+    ),
     "local_epochs": ("local epochs per round (E)", None),
     "batch_size": ("local minibatch size (B)", None),
     "lr": ("local learning rate", None),
