@@ -37,18 +37,14 @@ class PartitionSummary:
         return classes
 
     def stats(self) -> dict[str, float]:
-        """Return min/median/max of examples and classes per client, and totals."""
-        sizes, classes = self.sizes, self.classes_per_client
-        return {
-            "clients": float(self.num_clients),
-            "examples": float(sizes.sum()),
-            "examples_min": float(sizes.min(initial=0)),
-            "examples_median": float(np.median(sizes)) if sizes.size else 0.0,
-            "examples_max": float(sizes.max(initial=0)),
-            "classes_min": float(classes.min(initial=0)),
-            "classes_median": float(np.median(classes)) if classes.size else 0.0,
-            "classes_max": float(classes.max(initial=0)),
-        }
+        """Return min/median/max of examples and classes per client, and the total."""
+        out = {"clients": float(self.num_clients), "examples": float(self.sizes.sum())}
+        for name, values in (("examples", self.sizes), ("classes", self.classes_per_client)):
+            has = values.size > 0
+            out[f"{name}_min"] = float(values.min()) if has else 0.0
+            out[f"{name}_median"] = float(np.median(values)) if has else 0.0
+            out[f"{name}_max"] = float(values.max()) if has else 0.0
+        return out
 
 
 def summarize_partition(

@@ -381,20 +381,20 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
         if exc.code == 416 and offset:
             raise _RangeRefusedError from exc
         advice = (
-            "the file may have moved: check the address or use a mirror (base_url)"
+            "the file may have moved: check the address or use a mirror (--mirror URL)"
             if exc.code < 500
-            else "the server failed: try again later or use a mirror (base_url)"
+            else "the server failed: try again later or use a mirror (--mirror URL)"
         )
         raise FederaError(f"{url} answered HTTP {exc.code} {exc.reason}; {advice}") from exc
     except urllib.error.URLError as exc:
         raise FederaError(
             f"cannot reach {url} ({exc.reason}); check the internet connection and try "
-            "again, or use a mirror (base_url)"
+            "again, or use a mirror (--mirror URL)"
         ) from exc
     except (OSError, ValueError, http.client.HTTPException) as exc:
         raise FederaError(
             f"connection to {url} failed ({exc or type(exc).__name__}); try again, "
-            "or use a mirror (base_url)"
+            "or use a mirror (--mirror URL)"
         ) from exc
     return response
 
