@@ -142,20 +142,27 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     raise ConfigError(f"{name} in {source} must be {expected}, got {value!r}")
 
 
+def read_toml(path: str | Path, option: str) -> dict[str, Any]:
+    """Parse a TOML file, turning every problem into a ConfigError naming `option`."""
+    p = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot read {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{option}: {p} is not valid TOML: {exc}") from None
+    return data
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a run config TOML file into field values (keys may use - or _).
 
     A `[run]` table is accepted as well as top-level keys.
     """
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"--config: {p} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"--config: cannot read {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {p} is not valid TOML: {exc}") from None
+    raw = read_toml(p, "--config")
     table = raw.get("run", raw) if isinstance(raw.get("run"), dict) else raw
     values: dict[str, Any] = {}
     for key, value in table.items():

@@ -136,6 +136,92 @@ def _add_data_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     add_download_parser(data_sub)
 
 
+TRAIN_OPTIONS = (
+    "model",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+)
+SERVER_ONLY = ("rounds", "fraction_train", "fraction_evaluate", "out")
+
+
+def _add_tls(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    if server:
+        parser.add_argument("--tls-cert", metavar="PEM", help="server certificate (enables TLS)")
+        parser.add_argument("--tls-key", metavar="PEM", help="server private key")
+        parser.add_argument(
+            "--tls-client-ca",
+            metavar="PEM",
+            help="CA that signs client certificates: require mutual TLS",
+        )
+    else:
+        parser.add_argument("--tls-ca", metavar="PEM", help="CA that signed the server (TLS)")
+        parser.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+        parser.add_argument("--tls-key", metavar="PEM", help="client private key (mutual TLS)")
+
+
+def _add_deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    server = sub.add_parser(
+        "server",
+        help="serve a federated run to clients connecting over gRPC",
+        description=(
+            "Listen for clients, wait for --min-clients, and run the rounds over gRPC with the "
+            "same strategy code as `federa run`; write the same run directory. With no "
+            "dataset options it serves the embedded digits run."
+        ),
+    )
+    add_options(server, [*DATA_OPTIONS, *TRAIN_OPTIONS, *SERVER_ONLY])
+    server.add_argument("--address", default="0.0.0.0:9092", help="host:port to listen on")
+    server.add_argument("--min-clients", type=int, default=2, help="clients to wait for")
+    server.add_argument(
+        "--round-timeout", type=float, help="seconds a round waits for stragglers [default: none]"
+    )
+    server.add_argument(
+        "--wait-timeout", type=float, help="seconds to wait for --min-clients [default: forever]"
+    )
+    server.add_argument("--checkpoint-dir", help="write a checkpoint here after every round")
+    server.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir"
+    )
+    server.add_argument(
+        "--auth-tokens",
+        metavar="TOML",
+        help="per-client tokens: a [tokens] table mapping client ids to secrets",
+    )
+    _add_tls(server, server=True)
+    server.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    server.set_defaults(handler="federa.cli.deploy:server_command")
+
+    client = sub.add_parser(
+        "client",
+        help="join a federated run as one client",
+        description=(
+            "Connect to a federa server, train on one partition of a dataset when asked, and "
+            "exit when the server ends the run. Use the same data options as the server."
+        ),
+    )
+    add_options(client, [*DATA_OPTIONS, *TRAIN_OPTIONS])
+    client.add_argument("--address", default="127.0.0.1:9092", help="server host:port")
+    client.add_argument(
+        "--partition-id", type=int, required=True, help="which partition (and client id) this is"
+    )
+    client.add_argument(
+        "--num-partitions", type=int, help="number of partitions (same as --num-clients)"
+    )
+    client.add_argument("--token", help="this client's authentication token")
+    client.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=60.0,
+        help="give up after this many seconds without the server",
+    )
+    _add_tls(client, server=False)
+    client.set_defaults(handler="federa.cli.deploy:client_command")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the `federa` argument parser."""
     from federa import __version__
@@ -151,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log each round's details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run_parser(sub)
+    _add_deploy_parsers(sub)
     _add_data_parser(sub)
+    from federa.cli.certs import add_certs_parser
+
+    add_certs_parser(sub)
     return parser
 
 

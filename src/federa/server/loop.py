@@ -118,6 +118,9 @@ def run_round(
     return arrays, rec
 
 
+OnCheckpoint = Callable[[int, Arrays, History], None]
+
+
 def run_rounds(
     strategy: Strategy,
     transport: Transport,
@@ -126,17 +129,25 @@ def run_rounds(
     initial: Arrays,
     seed: int = 0,
     on_round: OnRound | None = None,
+    resume_from: History | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
 ) -> History:
     """Drive `strategy` for `num_rounds` rounds over `transport` from `initial` arrays.
 
     Args:
         strategy: The federated algorithm.
         transport: Where the clients are.
-        num_rounds: How many rounds to run (>= 1).
-        initial: The starting global arrays.
+        num_rounds: Total rounds of the run (>= 1), counting resumed ones.
+        initial: The starting global arrays (when resuming, the arrays after the last
+            completed round).
         seed: Run seed; cohort sampling and every client seed derive from it.
         on_round: Called with each round's record as soon as it is complete (round 0,
             the initial centralized evaluation, included).
+        resume_from: History of the rounds already completed; the run continues with the
+            next round, and since every round's randomness derives from (seed,
+            round_num) it continues exactly as an uninterrupted run would.
+        on_checkpoint: Called after round 0 and every round with (round_num, arrays,
+            history), for example to write a checkpoint.
 
     Returns:
         The run's History, with the final arrays in `History.arrays`.
@@ -145,20 +156,27 @@ def run_rounds(
         raise ConfigError(f"num_rounds must be >= 1, got {num_rounds}")
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
-    history = History()
     arrays = initial
-    initial_rec = RoundRecord(round_num=0)
-    _centralized(
-        strategy, RoundContext(round_num=0, rng=round_rng(seed, 0), seed=seed), arrays, initial_rec
-    )
-    if initial_rec.centralized_loss is not None:
-        history.initial = initial_rec
-        if on_round is not None:
-            on_round(initial_rec)
-    for round_num in range(1, num_rounds + 1):
+    if resume_from is not None:
+        history = resume_from
+        done = history.rounds[-1].round_num if history.rounds else 0
+    else:
+        history, done = History(), 0
+        initial_rec = RoundRecord(round_num=0)
+        ctx = RoundContext(round_num=0, rng=round_rng(seed, 0), seed=seed)
+        _centralized(strategy, ctx, arrays, initial_rec)
+        if initial_rec.centralized_loss is not None:
+            history.initial = initial_rec
+            if on_round is not None:
+                on_round(initial_rec)
+        if on_checkpoint is not None:
+            on_checkpoint(0, arrays, history)
+    for round_num in range(done + 1, num_rounds + 1):
         arrays, rec = run_round(strategy, transport, arrays, round_num, seed)
         history.rounds.append(rec)
         if on_round is not None:
             on_round(rec)
+        if on_checkpoint is not None:
+            on_checkpoint(round_num, arrays, history)
     history.arrays = arrays
     return history

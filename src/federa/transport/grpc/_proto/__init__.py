@@ -1,0 +1,1 @@
+"""Generated protobuf code (make proto); only transport/grpc/codec.py imports it."""

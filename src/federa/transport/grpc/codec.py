@@ -1,0 +1,459 @@
+"""The federa.v1 wire format: the only module that touches generated protobuf code.
+
+Tasks and results travel as a header message followed by `Chunk` messages holding the
+arrays' raw little-endian bytes, a few MB each, so a model of any size passes under
+gRPC's message limit and neither side ever holds a serialized copy of a whole model:
+the sender slices chunks out of the arrays as the stream pulls them, the receiver
+copies each chunk straight into preallocated arrays. Declared sizes are checked
+against a limit before anything is allocated. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import DecodeError
+
+from federa.core.arrays import Arrays
+from federa.core.messages import (
+    Config,
+    EvalResult,
+    EvalTask,
+    Failure,
+    Task,
+    TaskResult,
+    TrainResult,
+    TrainTask,
+)
+from federa.errors import TransportError
+from federa.transport.grpc._proto import federa_pb2 as pb
+
+PROTOCOL_VERSION = 1
+CHUNK_BYTES = 4 << 20
+# gRPC message limit on both sides: one chunk plus headroom for headers and metrics.
+MAX_MESSAGE_BYTES = 16 << 20
+DEFAULT_MAX_ARRAYS_BYTES = 1 << 40
+JOIN_METHOD = "/federa.v1.Federa/Join"
+
+ServerMessage = pb.ServerMessage
+ClientMessage = pb.ClientMessage
+_DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+
+class CodecError(TransportError):
+    """A message broke the federa.v1 protocol (malformed, out of order, oversized)."""
+
+
+def serialize(message: pb.ServerMessage | pb.ClientMessage) -> bytes:
+    """Return the wire bytes of a message."""
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def parse_client_message(data: bytes) -> pb.ClientMessage:
+    """Parse a client message, raising CodecError for malformed bytes."""
+    return _parse(pb.ClientMessage, data)
+
+
+def parse_server_message(data: bytes) -> pb.ServerMessage:
+    """Parse a server message, raising CodecError for malformed bytes."""
+    return _parse(pb.ServerMessage, data)
+
+
+M = TypeVar("M", pb.ClientMessage, pb.ServerMessage)
+
+
+def _parse(kind: type[M], data: bytes) -> M:
+    message = kind()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise CodecError(f"malformed {kind.__name__}: {exc}") from None
+    return message
+
+
+# ---- arrays -------------------------------------------------------------------------
+
+
+def _little_endian(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    return np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+
+
+def array_specs(arrays: Arrays) -> list[pb.ArraySpec]:
+    """Return the wire description (name, dtype, shape, size) of every array, in order."""
+    specs = []
+    for name, array in arrays.items():
+        if array.dtype.kind not in _DTYPE_KINDS:
+            raise CodecError(f"array {name!r} has dtype {array.dtype}, which cannot be sent")
+        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        specs.append(
+            pb.ArraySpec(
+                name=name, dtype=dtype.str, shape=list(array.shape), num_bytes=array.nbytes
+            )
+        )
+    return specs
+
+
+def iter_chunks(task_id: int, arrays: Arrays, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.Chunk]:
+    """Yield the arrays' bytes as chunks, lazily; a chunk never spans two arrays."""
+    offset = 0
+    for array in arrays.values():
+        view = _little_endian(array).data.cast("B")
+        for start in range(0, len(view), chunk_bytes):
+            piece = view[start : start + chunk_bytes]
+            yield pb.Chunk(task_id=task_id, offset=offset + start, data=bytes(piece))
+        offset += len(view)
+
+
+def _check_specs(specs: Sequence[pb.ArraySpec], max_bytes: int) -> list[np.dtype[np.generic]]:
+    dtypes, total, names = [], 0, set()
+    for spec in specs:
+        if not spec.name or spec.name in names:
+            raise CodecError(f"array name {spec.name!r} is empty or repeated")
+        names.add(spec.name)
+        try:
+            dtype = np.dtype(spec.dtype)
+        except TypeError:
+            raise CodecError(f"array {spec.name!r} has unknown dtype {spec.dtype!r}") from None
+        if dtype.kind not in _DTYPE_KINDS or dtype.byteorder == ">":
+            raise CodecError(f"array {spec.name!r} has unsupported dtype {spec.dtype!r}")
+        count = math.prod(int(d) for d in spec.shape)
+        if count * dtype.itemsize != spec.num_bytes:
+            raise CodecError(
+                f"array {spec.name!r} declares {spec.num_bytes} bytes but shape "
+                f"{list(spec.shape)} of {dtype} needs {count * dtype.itemsize}"
+            )
+        total += spec.num_bytes
+        if total > max_bytes:
+            raise CodecError(f"arrays declare more than the limit of {max_bytes} bytes")
+        dtypes.append(dtype)
+    return dtypes
+
+
+class ArraysAssembler:
+    """Rebuild `Arrays` from specs and in-order chunks, writing into preallocated arrays."""
+
+    def __init__(self, specs: Sequence[pb.ArraySpec], max_bytes: int = DEFAULT_MAX_ARRAYS_BYTES):
+        dtypes = _check_specs(specs, max_bytes)
+        self._names = [s.name for s in specs]
+        self._arrays = [
+            np.empty(tuple(int(d) for d in s.shape), dtype=dt)
+            for s, dt in zip(specs, dtypes, strict=True)
+        ]
+        self._views = [a.reshape(-1).data.cast("B") for a in self._arrays]
+        self._index = 0  # array being filled
+        self._filled = 0  # bytes of it filled
+        self._offset = 0  # global offset expected next
+        self._skip_empty()
+
+    def _skip_empty(self) -> None:
+        while self._index < len(self._views) and self._filled == len(self._views[self._index]):
+            self._index += 1
+            self._filled = 0
+
+    @property
+    def is_complete(self) -> bool:
+        """Return whether every byte has arrived."""
+        return self._index == len(self._views)
+
+    def feed(self, chunk: pb.Chunk) -> None:
+        """Copy one chunk into place; raise CodecError if it is out of order or too long."""
+        if self.is_complete:
+            raise CodecError("chunk received after the arrays were complete")
+        if chunk.offset != self._offset:
+            raise CodecError(f"chunk at offset {chunk.offset}, expected {self._offset}")
+        view = self._views[self._index]
+        end = self._filled + len(chunk.data)
+        if end > len(view) or not chunk.data:
+            raise CodecError(f"chunk of {len(chunk.data)} bytes does not fit array {self._index}")
+        view[self._filled : end] = chunk.data
+        self._filled = end
+        self._offset += len(chunk.data)
+        self._skip_empty()
+
+    def arrays(self) -> Arrays:
+        """Return the assembled arrays (only once complete)."""
+        if not self.is_complete:
+            raise CodecError("arrays are incomplete")
+        return Arrays(zip(self._names, self._arrays, strict=True))
+
+
+def same_specs(a: Sequence[pb.ArraySpec], b: Sequence[pb.ArraySpec]) -> bool:
+    """Return whether two spec lists describe the same names, dtypes and shapes."""
+    key = [(s.name, np.dtype(s.dtype).str, tuple(s.shape)) for s in a]
+    return key == [(s.name, np.dtype(s.dtype).str, tuple(s.shape)) for s in b]
+
+
+# ---- config and metrics -------------------------------------------------------------
+
+
+def _encode_config(config: Config) -> dict[str, pb.ConfigValue]:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, bool):
+            out[key] = pb.ConfigValue(bool_value=value)
+        elif isinstance(value, int):
+            out[key] = pb.ConfigValue(int_value=value)
+        elif isinstance(value, float):
+            out[key] = pb.ConfigValue(float_value=value)
+        elif isinstance(value, str):
+            out[key] = pb.ConfigValue(string_value=value)
+        else:
+            raise CodecError(
+                f"config {key!r} has type {type(value).__name__}; use bool/int/float/str"
+            )
+    return out
+
+
+def _decode_config(config: Mapping[str, pb.ConfigValue]) -> dict[str, bool | int | float | str]:
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            raise CodecError(f"config {key!r} has no value")
+        out[key] = getattr(value, kind)
+    return out
+
+
+# ---- server -> client ---------------------------------------------------------------
+
+
+def encode_welcome(client_id: int, run_id: str) -> pb.ServerMessage:
+    """Return the server's answer to a client's Hello."""
+    welcome = pb.Welcome(protocol_version=PROTOCOL_VERSION, client_id=client_id, run_id=run_id)
+    return pb.ServerMessage(welcome=welcome)
+
+
+def encode_shutdown(reason: str) -> pb.ServerMessage:
+    """Return the message that ends a client's session."""
+    return pb.ServerMessage(shutdown=pb.Shutdown(reason=reason))
+
+
+def encode_task(
+    task_id: int, task: Task, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pb.ServerMessage]:
+    """Yield a task header, then its arrays as chunks (lazily)."""
+    phase = pb.TaskHeader.TRAIN if isinstance(task, TrainTask) else pb.TaskHeader.EVALUATE
+    header = pb.TaskHeader(
+        task_id=task_id,
+        phase=phase,
+        round_num=task.round_num,
+        seed=task.seed,
+        config=_encode_config(task.config),
+        arrays=array_specs(task.arrays),
+    )
+    yield pb.ServerMessage(task=header)
+    for chunk in iter_chunks(task_id, task.arrays, chunk_bytes):
+        yield pb.ServerMessage(chunk=chunk)
+
+
+@dataclass(slots=True)
+class _Pending:
+    header: pb.TaskHeader
+    assembler: ArraysAssembler
+
+
+class TaskDecoder:
+    """Client side: turn a stream of server messages into complete tasks."""
+
+    def __init__(self, client_id: int, max_bytes: int = DEFAULT_MAX_ARRAYS_BYTES) -> None:
+        self.client_id = client_id
+        self.max_bytes = max_bytes
+        self._pending: _Pending | None = None
+
+    def feed(self, message: pb.ServerMessage) -> tuple[int, Task] | None:
+        """Consume a task header or chunk; return (task_id, task) when one is complete."""
+        kind = message.WhichOneof("body")
+        if kind == "task":
+            if self._pending is not None:
+                raise CodecError("a new task arrived before the previous one was complete")
+            header = message.task
+            self._pending = _Pending(header, ArraysAssembler(header.arrays, self.max_bytes))
+        elif kind == "chunk":
+            if self._pending is None or message.chunk.task_id != self._pending.header.task_id:
+                raise CodecError("chunk for a task that was not announced")
+            self._pending.assembler.feed(message.chunk)
+        else:
+            raise CodecError(f"unexpected {kind} message while receiving tasks")
+        pending = self._pending
+        if not pending.assembler.is_complete:
+            return None
+        self._pending = None
+        return pending.header.task_id, self._task(pending)
+
+    def _task(self, pending: _Pending) -> Task:
+        header = pending.header
+        fields = {
+            "round_num": int(header.round_num),
+            "client_id": self.client_id,
+            "arrays": pending.assembler.arrays(),
+            "config": _decode_config(header.config),
+            "seed": int(header.seed),
+        }
+        if header.phase == pb.TaskHeader.TRAIN:
+            return TrainTask(**fields)  # type: ignore[arg-type]  # fields typed per key above
+        if header.phase == pb.TaskHeader.EVALUATE:
+            return EvalTask(**fields)  # type: ignore[arg-type]  # fields typed per key above
+        raise CodecError(f"task {header.task_id} has no phase")
+
+
+# ---- client -> server ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """A client's opening message."""
+
+    protocol_version: int
+    client_id: int
+    name: str
+
+
+def encode_hello(client_id: int | None, name: str) -> pb.ClientMessage:
+    """Return a client's opening message (client_id None lets the server choose)."""
+    hello = pb.Hello(
+        protocol_version=PROTOCOL_VERSION,
+        client_id=-1 if client_id is None else client_id,
+        name=name,
+    )
+    return pb.ClientMessage(hello=hello)
+
+
+def decode_hello(message: pb.ClientMessage) -> Hello:
+    """Return the Hello a stream must start with, or raise CodecError."""
+    if message.WhichOneof("body") != "hello":
+        raise CodecError("the first message of a stream must be a Hello")
+    h = message.hello
+    return Hello(protocol_version=int(h.protocol_version), client_id=int(h.client_id), name=h.name)
+
+
+def encode_result(
+    task_id: int, outcome: TaskResult, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pb.ClientMessage]:
+    """Yield a result header, then (for training) the new arrays as chunks."""
+    if isinstance(outcome, Failure):
+        yield pb.ClientMessage(result=pb.ResultHeader(task_id=task_id, failure=outcome.message))
+    elif isinstance(outcome, EvalResult):
+        evaluate = pb.EvalOutcome(
+            loss=outcome.loss, num_examples=outcome.num_examples, metrics=dict(outcome.metrics)
+        )
+        yield pb.ClientMessage(result=pb.ResultHeader(task_id=task_id, evaluate=evaluate))
+    else:
+        train = pb.TrainOutcome(
+            num_examples=outcome.num_examples,
+            metrics=dict(outcome.metrics),
+            arrays=array_specs(outcome.arrays),
+        )
+        yield pb.ClientMessage(result=pb.ResultHeader(task_id=task_id, train=train))
+        for chunk in iter_chunks(task_id, outcome.arrays, chunk_bytes):
+            yield pb.ClientMessage(chunk=chunk)
+
+
+SpecLookup = Callable[[int], "Sequence[pb.ArraySpec] | None"]
+
+
+class ResultDecoder:
+    """Server side: turn one client's stream of messages into results.
+
+    `expected` maps a task id to the array specs the task was sent with, or None when
+    the client was not given that task; a training result must come back with the
+    same specs.
+    """
+
+    def __init__(self, client_id: int, expected: SpecLookup, max_bytes: int) -> None:
+        self.client_id = client_id
+        self._expected = expected
+        self._max_bytes = max_bytes
+        self._pending: tuple[int, pb.TrainOutcome, ArraysAssembler] | None = None
+
+    def feed(self, message: pb.ClientMessage) -> tuple[int, TaskResult] | None:
+        """Consume a result header or chunk; return (task_id, outcome) when complete."""
+        kind = message.WhichOneof("body")
+        if kind == "chunk":
+            return self._feed_chunk(message.chunk)
+        if kind != "result":
+            raise CodecError(f"unexpected {kind} message after the Hello")
+        if self._pending is not None:
+            raise CodecError("a new result arrived before the previous one was complete")
+        header = message.result
+        specs = self._expected(header.task_id)
+        if specs is None:
+            raise CodecError(f"result for task {header.task_id}, which this client was not given")
+        outcome = header.WhichOneof("outcome")
+        if outcome == "failure":
+            return header.task_id, self._failure(header.failure)
+        if outcome == "evaluate":
+            ev = header.evaluate
+            metrics = {k: float(v) for k, v in ev.metrics.items()}
+            result = EvalResult(loss=ev.loss, num_examples=int(ev.num_examples), metrics=metrics)
+            return header.task_id, result
+        if outcome != "train":
+            raise CodecError(f"result for task {header.task_id} has no outcome")
+        if not same_specs(header.train.arrays, specs):
+            raise CodecError(
+                f"result for task {header.task_id} has arrays of other shapes or dtypes"
+            )
+        assembler = ArraysAssembler(header.train.arrays, self._max_bytes)
+        self._pending = (header.task_id, header.train, assembler)
+        return self._finish() if assembler.is_complete else None
+
+    def _feed_chunk(self, chunk: pb.Chunk) -> tuple[int, TaskResult] | None:
+        if self._pending is None or chunk.task_id != self._pending[0]:
+            raise CodecError("chunk for a result that was not announced")
+        self._pending[2].feed(chunk)
+        return self._finish() if self._pending[2].is_complete else None
+
+    def _finish(self) -> tuple[int, TaskResult]:
+        assert self._pending is not None
+        task_id, train, assembler = self._pending
+        self._pending = None
+        metrics = {k: float(v) for k, v in train.metrics.items()}
+        result = TrainResult(
+            arrays=assembler.arrays(), num_examples=int(train.num_examples), metrics=metrics
+        )
+        return task_id, result
+
+    def _failure(self, message: str) -> Failure:
+        # round_num and phase are filled in by the transport, which knows the task.
+        return Failure(client_id=self.client_id, round_num=0, phase="train", message=message)
+
+
+# ---- small accessors, so no other module touches protobuf objects -------------------
+
+
+def message_kind(message: pb.ServerMessage | pb.ClientMessage) -> str:
+    """Return which body a message carries ("task", "chunk", "welcome", "hello", ...)."""
+    kind: str | None = message.WhichOneof("body")
+    if kind is None:
+        raise CodecError("message has no body")
+    return kind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome:
+    """The server's answer to a Hello."""
+
+    protocol_version: int
+    client_id: int
+    run_id: str
+
+
+def decode_welcome(message: pb.ServerMessage) -> Welcome:
+    """Return the Welcome a server stream starts with, or raise CodecError."""
+    if message_kind(message) != "welcome":
+        raise CodecError("the server's first message must be a Welcome")
+    w = message.welcome
+    return Welcome(
+        protocol_version=int(w.protocol_version), client_id=int(w.client_id), run_id=w.run_id
+    )
+
+
+def decode_shutdown(message: pb.ServerMessage) -> str:
+    """Return the reason a server gave for ending the session."""
+    return str(message.shutdown.reason)
