@@ -22,7 +22,9 @@ EXPECTED = [
     "TrainTask",
     "TransportError",
     "__version__",
+    "connect",
     "run_rounds",
+    "serve",
     "simulate",
     "strategy",
 ]

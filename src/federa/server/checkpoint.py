@@ -1,15 +1,10 @@
 """Checkpoints: save and restore a run after every round, atomically and without pickle.
 
-Layout of a checkpoint directory::
-
-    LATEST               one line naming the newest complete round folder
-    round-000007/        arrays.npz, history.json, strategy.json, strategy.npz, meta.json
-    .round-000008.tmp-<pid>/   a save in progress (or left by a crash); removed by the next save
-
-A round folder is written under a temporary name, fsynced, renamed into place, and only
-then named in LATEST, so a crash at any moment leaves the previous or the new checkpoint
-readable. `meta.json` is written last and holds the sha256 of every other file.
-A single writer per directory is assumed.
+A checkpoint directory holds `round-NNNNNN/` folders (arrays.npz, history.json,
+strategy.json, strategy.npz, and meta.json, written last with the sha256 of the others)
+and `LATEST`, naming the newest. A folder is written as `.round-NNNNNN.tmp-<pid>/`,
+fsynced, renamed into place, and only then named in LATEST, so a crash at any moment
+leaves the previous or the new checkpoint readable. One writer per directory is assumed.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ from federa.server.history import History
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_ROUND_RE = re.compile(r"round-(\d+)")
+_ROUND_RE = re.compile(r"round-(\d{6,})")
 _STALE_RE = re.compile(r"\.(round-\d+|LATEST)\.(tmp|old)-\d+")
 _LATEST = "LATEST"
 _META = "meta.json"
@@ -53,8 +48,8 @@ class Checkpoint:
     Attributes:
         round_num: The last completed round (0 = only the initial evaluation).
         arrays: The global arrays after that round.
-        strategy_state: `Strategy.state_dict()`: JSON values, numpy arrays and `Arrays`,
-            nested in dicts (string keys) and lists.
+        strategy_state: `Strategy.state_dict()`: JSON values, numpy arrays, numpy scalars
+            and `Arrays`, nested in dicts with str keys and lists (not tuples).
         history: Records up to and including `round_num` (`History.arrays` is not saved).
         seed: The run seed.
         run_id: Identifies the run; the caller refuses to resume a different one.
@@ -71,7 +66,7 @@ class Checkpoint:
 
 
 class _CorruptError(Exception):
-    """A round folder is missing, incomplete or damaged; the loader tries an older one."""
+    """A round folder is missing, incomplete or damaged: try an older one."""
 
 
 def save_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int = 2) -> Path:
@@ -99,10 +94,8 @@ def save_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int 
         for fname, data in files.items():  # meta.json is last in `files`
             _write_file(tmp / fname, data)
         _fsync_dir(tmp)
-        if final.exists():  # re-saving a round: move the old copy aside, prune removes it
-            aside = root / f".{name}.old-{pid}"
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(final, aside)
+        if final.exists():  # re-saving a round: prune deletes the old copy
+            _move_aside(root, name)
         os.replace(tmp, final)
         _fsync_dir(root)
         latest_tmp = root / f".{_LATEST}.tmp-{pid}"
@@ -244,7 +237,9 @@ def _read_folder(folder: Path) -> Checkpoint:
         raise _CorruptError("missing or incomplete (no meta.json)") from None
     except (OSError, ValueError) as exc:
         raise _CorruptError(f"unreadable meta.json ({exc})") from None
-    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+        raise _CorruptError("meta.json is not a checkpoint description")
+    version = meta.get("format_version")
     if isinstance(version, int) and version > FORMAT_VERSION:
         raise FederaError(
             f"checkpoint {folder} has format_version {version}, newer than this federa reads "
@@ -258,10 +253,10 @@ def _read_folder(folder: Path) -> Checkpoint:
             data[fname] = (folder / fname).read_bytes()
         except OSError as exc:
             raise _CorruptError(f"cannot read {fname} ({exc.strerror or exc})") from None
-        if hashlib.sha256(data[fname]).hexdigest() != meta.get("sha256", {}).get(fname):
+        if hashlib.sha256(data[fname]).hexdigest() != meta["sha256"].get(fname):
             raise _CorruptError(f"{fname} does not match its sha256 in meta.json")
     try:
-        names = [str(n) for n in meta["array_names"]]
+        names = [str(n) for n in _typed(meta["array_names"], list)]
         stored = _load_npz(data["arrays.npz"])
         if len(stored) != len(names):
             raise ValueError("arrays.npz and meta.json disagree on the number of arrays")
@@ -322,14 +317,20 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make renames and new entries in `path` durable (POSIX only; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make renames and new entries in `path` durable (POSIX only)."""
+    if os.name == "posix":
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_aside(root: Path, name: str) -> None:
+    """Rename a round folder to a stale name, so it is never seen half-deleted."""
+    aside = root / f".{name}.old-{os.getpid()}"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(root / name, aside)
 
 
 def _prune(root: Path, current: int, keep: int) -> None:
@@ -337,16 +338,10 @@ def _prune(root: Path, current: int, keep: int) -> None:
     rounds = sorted((int(m[1]), n) for n in os.listdir(root) if (m := _ROUND_RE.fullmatch(n)))
     older = [n for r, n in rounds if r < current]
     doomed = older[: max(0, len(older) - (keep - 1))] + [n for r, n in rounds if r > current]
-    pid = os.getpid()
     for name in doomed:
-        # Rename first so a crash mid-delete never leaves a half-deleted round-* folder.
-        aside = root / f".{name}.old-{pid}"
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(root / name, aside)
-    for name in os.listdir(root):
-        if _STALE_RE.fullmatch(name):
-            path = root / name
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        _move_aside(root, name)
+    for path in [root / n for n in os.listdir(root) if _STALE_RE.fullmatch(n)]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
