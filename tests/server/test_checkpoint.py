@@ -4,6 +4,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -220,18 +221,12 @@ def test_save_after_load_continues_numbering(tmp_path: Path) -> None:
 def test_resaving_a_round_replaces_it_and_drops_newer_folders(tmp_path: Path) -> None:
     for r in (1, 2, 3):
         save_checkpoint(tmp_path, make_checkpoint(r), keep=3)
-    replacement = make_checkpoint(2)
-    replacement = Checkpoint(**{**_fields(replacement), "run_id": "second"})
-    save_checkpoint(tmp_path, replacement, keep=3)
+    save_checkpoint(tmp_path, replace(make_checkpoint(2), run_id="second"), keep=3)
     assert round_folders(tmp_path) == ["round-000001", "round-000002"]
     loaded = load_checkpoint(tmp_path)
     assert loaded is not None
     assert loaded.run_id == "second"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
-def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {name: getattr(checkpoint, name) for name in Checkpoint.__dataclass_fields__}
 
 
 @pytest.mark.parametrize(
@@ -246,7 +241,7 @@ def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
 def test_unsupported_strategy_state_raises_and_writes_nothing(
     tmp_path: Path, state: dict[str, Any], message: str
 ) -> None:
-    bad = Checkpoint(**{**_fields(make_checkpoint(1)), "strategy_state": state})
+    bad = replace(make_checkpoint(1), strategy_state=state)
     with pytest.raises(FederaError, match=message):
         save_checkpoint(tmp_path / "ckpt", bad)
     assert not (tmp_path / "ckpt").exists()

@@ -15,7 +15,14 @@ class Client(ABC):
     strategy's own: ``round_num`` (1-based) and ``seed``, an integer derived from
     (run seed, round_num, client id). Seed every random choice of local training from
     it and a run is reproducible on any executor or transport.
+
+    `state` holds what a client keeps between rounds (SCAFFOLD's control variate, for
+    example). Read and replace it in `fit`; federa persists it per client: a deployed
+    client keeps its own object alive, and simulation, which builds a fresh client for
+    each task, stores it between rounds on the client's behalf.
     """
+
+    state: Arrays = Arrays()
 
     @abstractmethod
     def fit(self, arrays: Arrays, config: Config) -> TrainResult:

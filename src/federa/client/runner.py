@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 
 from federa.client.base import Client
 from federa.core.messages import (
@@ -74,7 +75,10 @@ def run_task(client: Client, task: Task) -> TaskResult:
     config = _task_config(task)
     try:
         if isinstance(task, TrainTask):
-            return _check_train(task, client.fit(task.arrays, config))
+            if task.state is not None:
+                client.state = task.state
+            result = _check_train(task, client.fit(task.arrays, config))
+            return replace(result, state=client.state)
         return _check_eval(client.evaluate(task.arrays, config))
     except Exception as exc:  # a client's bug must not stop the federation
         logger.debug("client %d failed: %s", task.client_id, traceback.format_exc())

@@ -27,7 +27,9 @@ class TrainTask:
     """Ask one client to train from `arrays` for round `round_num`.
 
     `seed` is derived from (run seed, round_num, client_id) so a client's randomness
-    does not depend on where or when it runs.
+    does not depend on where or when it runs. `state` is the client's own state from
+    its previous round (see `Client.state`) when the transport keeps it on the client's
+    behalf, as simulation does; it never crosses the wire.
     """
 
     round_num: int
@@ -35,6 +37,7 @@ class TrainTask:
     arrays: Arrays
     config: Config = field(default_factory=dict)
     seed: int = 0
+    state: Arrays | None = field(default=None, compare=False, repr=False)
 
     @property
     def phase(self) -> Phase:
@@ -60,11 +63,16 @@ class EvalTask:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainResult:
-    """What a client sends back after local training."""
+    """What a client sends back after local training.
+
+    `state` carries the client's state for its next round back to a transport that
+    keeps it (simulation); strategies never see it and it never crosses the wire.
+    """
 
     arrays: Arrays
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
+    state: Arrays | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

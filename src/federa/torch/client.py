@@ -12,6 +12,7 @@ from torch import nn
 from federa.client.base import Client
 from federa.core.arrays import Arrays
 from federa.core.messages import Config, EvalResult, Metrics, TrainResult
+from federa.strategy.scaffold import CONTROL_PREFIX, split_control
 from federa.torch.arrays import arrays_to_module, module_to_arrays
 from federa.torch.train import TrainConfig, evaluate, train
 
@@ -80,14 +81,58 @@ class TorchClient(Client):
         return self._model
 
     def fit(self, arrays: Arrays, config: Config) -> TrainResult:
-        """Load `arrays`, train locally, and return the new arrays with loss and accuracy."""
+        """Load `arrays`, train locally, and return the new arrays with loss and accuracy.
+
+        Arrays named with SCAFFOLD's control prefix switch on SCAFFOLD's corrected local
+        steps; the client's own control variate lives in `self.state`.
+        """
         cfg = self.train_config.updated(config)
         model = self.model
-        arrays_to_module(model, arrays)
-        metrics: Metrics = train(model, self.x, self.y, cfg, seed=int(config.get("seed", 0)))
-        return TrainResult(
-            arrays=module_to_arrays(model), num_examples=len(self.x), metrics=metrics
-        )
+        weights, control = split_control(arrays)
+        arrays_to_module(model, weights)
+        seed = int(config.get("seed", 0))
+        metrics: dict[str, float] = {}
+        if config.get("report_initial_loss"):
+            metrics["initial_loss"], _ = evaluate(model, self.x, self.y)
+        if not control:
+            metrics.update(train(model, self.x, self.y, cfg, seed=seed))
+            new = module_to_arrays(model)
+        else:
+            new = self._fit_scaffold(model, weights, control, cfg, seed, metrics)
+        return TrainResult(arrays=new, num_examples=len(self.x), metrics=metrics)
+
+    def _fit_scaffold(
+        self,
+        model: nn.Module,
+        weights: Arrays,
+        control: Arrays,
+        cfg: TrainConfig,
+        seed: int,
+        metrics: dict[str, float],
+    ) -> Arrays:
+        """Run SCAFFOLD's local steps and return the model plus Delta c_i (option II)."""
+        own = self.state
+        params = {name for name, p in model.named_parameters() if p.requires_grad}
+        correction = {
+            name: torch.tensor(control[name] - own[name] if name in own else control[name])
+            for name in control
+            if name in params
+        }
+        metrics.update(train(model, self.x, self.y, cfg, seed=seed, correction=correction))
+        new = module_to_arrays(model)
+        steps = max(metrics["num_steps"], 1.0)
+        updated: dict[str, np.ndarray] = {}
+        delta: dict[str, np.ndarray] = {}
+        for name, c in control.items():
+            c_i = own[name] if name in own else np.zeros_like(c)
+            if name in params:
+                drift = (weights[name].astype(np.float64) - new[name]) / (steps * cfg.lr)
+                updated[name] = (c_i - c + drift).astype(c.dtype)
+            else:
+                updated[name] = c_i
+            delta[name] = (updated[name] - c_i).astype(c.dtype)
+        self.state = Arrays(updated)
+        return Arrays([*new.items(), *((CONTROL_PREFIX + k, v) for k, v in delta.items())])
 
     def evaluate(self, arrays: Arrays, config: Config) -> EvalResult:
         """Load `arrays` and return loss and accuracy on the local evaluation data."""

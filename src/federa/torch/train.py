@@ -27,6 +27,9 @@ class TrainConfig:
         optimizer: "sgd" (with optional momentum) or "adam".
         momentum: SGD momentum (ignored by Adam).
         weight_decay: L2 penalty passed to the optimizer.
+        proximal_mu: FedProx's proximal coefficient: the local objective gains
+            mu/2 * ||w - w_global||^2 (Li et al. 2020, "Federated Optimization in
+            Heterogeneous Networks"); 0 is plain local training.
     """
 
     epochs: int = 1
@@ -35,6 +38,7 @@ class TrainConfig:
     optimizer: OptimizerName = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    proximal_mu: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -51,6 +55,8 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.proximal_mu < 0:
+            raise ConfigError(f"proximal mu must be >= 0, got {self.proximal_mu}")
 
     def updated(self, config: Mapping[str, object]) -> TrainConfig:
         """Return a copy with the fields that `config` names (a server can override them)."""
@@ -67,18 +73,38 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 
 
 def train(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    correction: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train `model` in place on (x, y) and return mean loss and accuracy over all steps.
 
     Minibatch order and dropout masks come from `seed` only, so the same seed gives the
     same model wherever this runs. The global torch RNG is left as it was.
+
+    Args:
+        model: The model, holding the global arrays on entry.
+        x: Inputs.
+        y: Integer labels.
+        cfg: Hyper-parameters; `proximal_mu` > 0 adds FedProx's proximal term.
+        seed: Seed of every random choice.
+        correction: Per-parameter tensors added to each gradient, by parameter name:
+            SCAFFOLD's control-variate correction c - c_i (Karimireddy et al. 2020).
     """
     n = len(x)
     if n == 0:
         return {"loss": 0.0, "accuracy": 0.0, "num_steps": 0.0}
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = make_optimizer(params, cfg)
+    # Gradient adjustments, applied after backward: mu * (w - w_global) for FedProx and
+    # the SCAFFOLD correction, both as (parameter, tensor or None) pairs.
+    anchors = [p.detach().clone() for p in params] if cfg.proximal_mu > 0 else None
+    corrections = [None if correction is None else correction.get(name) for name, _ in named]
     gen = torch.Generator().manual_seed(seed)
     total_loss = torch.zeros((), dtype=torch.float64)
     total_correct = torch.zeros((), dtype=torch.int64)
@@ -95,6 +121,7 @@ def train(
                 loss = F.cross_entropy(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
+                _adjust_gradients(params, cfg.proximal_mu, anchors, corrections)
                 optimizer.step()
                 total_loss += loss.detach() * len(idx)
                 total_correct += (logits.detach().argmax(1) == yb).sum()
@@ -105,6 +132,22 @@ def train(
         "accuracy": float(total_correct) / seen,
         "num_steps": float(steps),
     }
+
+
+@torch.no_grad()
+def _adjust_gradients(
+    params: list[nn.Parameter],
+    mu: float,
+    anchors: list[torch.Tensor] | None,
+    corrections: list[torch.Tensor | None],
+) -> None:
+    for i, p in enumerate(params):
+        if p.grad is None:
+            continue
+        if anchors is not None:
+            p.grad.add_(p - anchors[i], alpha=mu)
+        if (c := corrections[i]) is not None:
+            p.grad.add_(c)
 
 
 @torch.inference_mode()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from federa.client.runner import ClientFn
-from federa.core.messages import Task, TaskResult
+from federa.core.arrays import Arrays
+from federa.core.messages import Task, TaskResult, TrainResult, TrainTask
 from federa.errors import ConfigError
 
 
@@ -37,6 +39,9 @@ class InProcessTransport:
         self._client_fn = client_fn
         self._clients = tuple(range(num_clients))
         self._executor = executor
+        # Each client's state between rounds (Client.state), kept here because a
+        # simulated client is rebuilt for every task.
+        self._states: dict[int, Arrays] = {}
 
     def available_clients(self) -> Sequence[int]:
         """Return every client id."""
@@ -49,8 +54,17 @@ class InProcessTransport:
             raise ConfigError(
                 f"tasks name unknown clients {unknown}; valid ids are 0..{len(self._clients) - 1}"
             )
+        tasks = [
+            replace(t, state=self._states.get(t.client_id)) if isinstance(t, TrainTask) else t
+            for t in tasks
+        ]
         for index, result in self._executor.run(self._client_fn, tasks):
-            yield tasks[index].client_id, result
+            client_id = tasks[index].client_id
+            if isinstance(result, TrainResult) and result.state is not None:
+                if len(result.state):
+                    self._states[client_id] = result.state
+                result = replace(result, state=None)
+            yield client_id, result
 
     def close(self) -> None:
         """Stop the executor's workers."""
