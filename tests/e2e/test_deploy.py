@@ -3,7 +3,7 @@
 Every command runs as a real child process (`python -m federa ...`) whose stdout and
 stderr go to a log file in tmp_path. Waits poll those logs for the lines the commands
 print ("listening on ...", "round   N ...") and every wait has a deadline, so a hang
-fails the test instead of blocking it; the `federa` fixture kills every process it
+fails the test instead of blocking it; the `spawn` fixture kills every process it
 started when the test ends, passed or failed, and prints their logs (shown on failure).
 
 The processes run PyTorch with one intra-op thread: a CPU convolution's last bits
@@ -22,11 +22,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import numpy as np
 import pytest
 
+import federa
 from federa import History, RoundContext
 from federa.core.rng import round_rng
 from federa.strategy.fedavg import sample_cohort
@@ -46,8 +47,12 @@ LISTENING = re.compile(r"federa server listening on 127\.0\.0\.1:(\d+)")
 ROUND_LINE = re.compile(r"^round +(\d+) ", re.MULTILINE)
 FINAL_ACCURACY = re.compile(r"final test accuracy (\S+)")
 
+# The children import the federa this test imported, print plain unbuffered text, and use
+# one thread each.
+_SRC = str(Path(federa.__file__).resolve().parents[1])
 ENV = {
-    **{k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "PYTHONPATH")},
+    **{k: v for k, v in os.environ.items() if k != "FORCE_COLOR"},
+    "PYTHONPATH": os.pathsep.join([_SRC, *filter(None, [os.environ.get("PYTHONPATH")])]),
     "PYTHONUNBUFFERED": "1",
     "NO_COLOR": "1",
     "OMP_NUM_THREADS": "1",
@@ -79,9 +84,9 @@ class Proc:
         """Return everything the process has printed so far."""
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def fail(self, problem: str) -> pytest.Failed:
-        """Return a test failure naming this process, with its output."""
-        return pytest.fail.Exception(f"{self.name}: {problem}\n--- output ---\n{self.output()}")
+    def fail(self, problem: str) -> NoReturn:
+        """Fail the test with `problem`, naming this process and showing its output."""
+        pytest.fail(f"{self.name}: {problem}\n--- output ---\n{self.output()}")
 
     def wait_for(self, pattern: re.Pattern[str], timeout: float = STARTUP_TIMEOUT) -> re.Match[str]:
         """Wait until the output matches `pattern`; fail if the process exits or time runs out."""
@@ -91,24 +96,25 @@ class Proc:
             if match := pattern.search(self.output()):
                 return match
             if exited:
-                raise self.fail(
-                    f"exited ({self.popen.returncode}) before printing {pattern.pattern!r}"
-                )
+                self.fail(f"exited ({self.popen.returncode}) before printing {pattern.pattern!r}")
             if time.monotonic() > deadline:
-                raise self.fail(f"printed no {pattern.pattern!r} within {timeout:g}s")
+                self.fail(f"printed no {pattern.pattern!r} within {timeout:g}s")
             time.sleep(0.05)
 
     def wait(self, timeout: float = RUN_TIMEOUT) -> int:
         """Wait for the process to exit and return its exit status; fail on timeout."""
         try:
-            return self.popen.wait(timeout=timeout)
+            code: int | None = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise self.fail(f"still running after {timeout:g}s") from None
+            code = None
+        if code is None:
+            self.fail(f"still running after {timeout:g}s")
+        return code
 
     def expect_success(self, timeout: float = RUN_TIMEOUT) -> str:
         """Wait for the process, fail unless it exits 0, and return its output."""
         if (code := self.wait(timeout)) != 0:
-            raise self.fail(f"exited with status {code}")
+            self.fail(f"exited with status {code}")
         return self.output()
 
     def kill(self) -> None:
@@ -125,12 +131,12 @@ class Proc:
             self._file.close()
 
 
-Start = Callable[..., Proc]
+Spawn = Callable[..., Proc]
 
 
 @pytest.fixture
-def federa(tmp_path: Path) -> Iterator[Start]:
-    """Return `start(name, *args)`, which runs `python -m federa *args` as process `name`.
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Return `spawn(name, *args)`, which runs `python -m federa *args` as process `name`.
 
     Every process started is killed at teardown, and the logs are printed (pytest shows
     them when the test failed).
@@ -163,7 +169,7 @@ def data_args(rounds: int) -> list[object]:
 
 
 def start_server(
-    start: Start,
+    spawn: Spawn,
     out: Path,
     rounds: int,
     *extra: object,
@@ -171,7 +177,7 @@ def start_server(
     address: str = "127.0.0.1:0",
 ) -> tuple[Proc, int]:
     """Start `federa server` and return it with the port it listens on."""
-    server = start(
+    server = spawn(
         name,
         "server",
         "--address",
@@ -190,14 +196,14 @@ def start_server(
 
 
 def start_client(
-    start: Start,
+    spawn: Spawn,
     port: int,
     partition_id: int,
     *extra: object,
     name: str | None = None,
     reconnect_timeout: float = 30.0,
 ) -> Proc:
-    return start(
+    return spawn(
         name or f"client-{partition_id}",
         "client",
         "--address",
@@ -212,9 +218,9 @@ def start_client(
     )
 
 
-def simulate(start: Start, out: Path, rounds: int) -> Proc:
+def simulate(spawn: Spawn, out: Path, rounds: int) -> Proc:
     """Start `federa run` with the settings the deployments use."""
-    return start("simulation", "run", "-q", "--out", out, *data_args(rounds))
+    return spawn("simulation", "run", "-q", "--out", out, *data_args(rounds))
 
 
 def rounds_printed(output: str) -> list[int]:
@@ -256,13 +262,14 @@ def one_line_error(output: str) -> str:
 # ---- the tests ----
 
 
-def test_grpc_run_history_equals_simulation(federa: Start, tmp_path: Path) -> None:
-    server, port = start_server(federa, tmp_path / "srv", 3)
-    clients = [start_client(federa, port, i) for i in range(NUM_CLIENTS)]
+def test_grpc_run_history_equals_simulation(spawn: Spawn, tmp_path: Path) -> None:
+    simulation = simulate(spawn, tmp_path / "sim", 3)  # alongside, to use idle cores
+    server, port = start_server(spawn, tmp_path / "srv", 3)
+    clients = [start_client(spawn, port, i) for i in range(NUM_CLIENTS)]
     served = server.expect_success()
     for client in clients:
         assert "done (the run is complete)" in client.expect_success()
-    simulated = simulate(federa, tmp_path / "sim", 3).expect_success()
+    simulated = simulation.expect_success()
 
     history = assert_same_run(tmp_path / "srv", tmp_path / "sim")
     assert [r.round_num for r in history.rounds] == [1, 2, 3]
@@ -271,11 +278,11 @@ def test_grpc_run_history_equals_simulation(federa: Start, tmp_path: Path) -> No
     assert rounds_printed(served) == [0, 1, 2, 3]
 
 
-def test_killing_a_client_mid_round_still_completes_the_run(federa: Start, tmp_path: Path) -> None:
-    round_timeout = 20.0
-    server, port = start_server(federa, tmp_path / "srv", 3, "--round-timeout", round_timeout)
-    clients = [start_client(federa, port, i) for i in range(NUM_CLIENTS)]
-    # Kill a client of round 2's cohort as soon as round 2 starts: it is training then.
+def test_killing_a_client_mid_round_still_completes_the_run(spawn: Spawn, tmp_path: Path) -> None:
+    round_timeout = 30.0
+    server, port = start_server(spawn, tmp_path / "srv", 3, "--round-timeout", round_timeout)
+    clients = [start_client(spawn, port, i) for i in range(NUM_CLIENTS)]
+    # Kill a client of round 2's cohort as soon as round 1 ends: it is training then.
     victim = cohort(2, range(NUM_CLIENTS))[0]
     server.wait_for(re.compile(r"^round +1 ", re.MULTILINE), RUN_TIMEOUT)
     clients[victim].kill()
@@ -301,22 +308,24 @@ def test_killing_a_client_mid_round_still_completes_the_run(federa: Start, tmp_p
         assert rec.timings["total_s"] < round_timeout, rec
     # Once gone, it is no longer sampled: round 3 draws from the two survivors.
     assert not history.rounds[2].failures
-    assert history.rounds[2].num_sampled == len(cohort(3, [i for i in range(3) if i != victim]))
+    survivors = [i for i in range(NUM_CLIENTS) if i != victim]
+    assert history.rounds[2].num_sampled == len(cohort(3, survivors))
 
 
 def test_server_killed_and_resumed_runs_every_round_exactly_once(
-    federa: Start, tmp_path: Path
+    spawn: Spawn, tmp_path: Path
 ) -> None:
+    simulation = simulate(spawn, tmp_path / "sim", 4)  # alongside, to use idle cores
     out, checkpoints = tmp_path / "srv", tmp_path / "checkpoints"
-    server, port = start_server(federa, out, 4, "--checkpoint-dir", checkpoints)
-    clients = [start_client(federa, port, i, reconnect_timeout=60) for i in range(NUM_CLIENTS)]
+    server, port = start_server(spawn, out, 4, "--checkpoint-dir", checkpoints)
+    clients = [start_client(spawn, port, i, reconnect_timeout=60) for i in range(NUM_CLIENTS)]
     server.wait_for(re.compile(r"^round +2 ", re.MULTILINE), RUN_TIMEOUT)
     # The checkpoint is written just after the round's line: wait for it, then crash.
     latest = checkpoints / "LATEST"
     deadline = time.monotonic() + 30
     while not (latest.exists() and latest.read_text().strip() >= "round-000002"):
         if time.monotonic() > deadline:
-            raise server.fail(f"no checkpoint of round 2 in {checkpoints} within 30s")
+            server.fail(f"no checkpoint of round 2 in {checkpoints} within 30s")
         time.sleep(0.05)
     server.kill()
     assert server.popen.returncode == -signal.SIGKILL
@@ -325,7 +334,7 @@ def test_server_killed_and_resumed_runs_every_round_exactly_once(
     assert all(client.popen.poll() is None for client in clients), "a client gave up"
 
     resumed, resumed_port = start_server(
-        federa,
+        spawn,
         out,
         4,
         "--checkpoint-dir",
@@ -339,40 +348,47 @@ def test_server_killed_and_resumed_runs_every_round_exactly_once(
     served = resumed.expect_success()
     for client in clients:
         assert "done (the run is complete)" in client.expect_success()
-    simulated = simulate(federa, tmp_path / "sim", 4).expect_success()
+    simulated = simulation.expect_success()
 
     history = assert_same_run(out, tmp_path / "sim")
     assert [r.round_num for r in history.rounds] == [1, 2, 3, 4]
     assert all(not r.failures for r in history.rounds)
     assert final_accuracy(served) == final_accuracy(simulated)
-    # The first server did rounds up to its checkpoint; the resumed one only the rest
-    # (no initial evaluation, no repeated round).
+    # The first server did the rounds up to its checkpoint; the resumed one did only the
+    # rest (no initial evaluation, no repeated round).
     assert rounds_printed(server.output())[: resumed_after + 1] == list(range(resumed_after + 1))
     assert rounds_printed(served) == list(range(resumed_after + 1, 5))
 
 
-def test_unauthenticated_client_is_refused(federa: Start, tmp_path: Path) -> None:
+def test_unauthenticated_client_is_refused(spawn: Spawn, tmp_path: Path) -> None:
     tokens = {i: secrets.token_hex(16) for i in range(NUM_CLIENTS)}
     table = tmp_path / "tokens.toml"
     table.write_text("[tokens]\n" + "".join(f'{i} = "{t}"\n' for i, t in tokens.items()))
-    server, port = start_server(federa, tmp_path / "srv", 1, "--auth-tokens", table)
-    # Refusals are final: a refused client must not keep retrying for its reconnect timeout.
+    server, port = start_server(spawn, tmp_path / "srv", 1, "--auth-tokens", table)
+    clients = {i: start_client(spawn, port, i, "--token", tokens[i]) for i in (1, 2)}
+    # Client 0 with another client's token, and without a token: both are refused at
+    # once (they do not retry for their reconnect timeout) while the server, with two
+    # of its three clients, still waits for a third.
     impostors = [
-        start_client(federa, port, 0, "--token", tokens[1], name="client-0-wrong-token"),
-        start_client(federa, port, 1, name="client-1-no-token"),
-        start_client(federa, port, 2, "--token", "x" * 32, name="client-2-made-up-token"),
+        start_client(spawn, port, 0, *token, name=name, reconnect_timeout=RUN_TIMEOUT)
+        for name, token in [
+            ("client-0-wrong-token", ["--token", tokens[1]]),
+            ("client-0-no-token", []),
+        ]
     ]
-    clients = [start_client(federa, port, i, "--token", tokens[i]) for i in range(NUM_CLIENTS)]
-    for proc, client_id in zip(impostors, (0, 1, 2), strict=True):
-        if (code := proc.wait(timeout=60)) == 0:
-            raise proc.fail("joined without a valid token")
+    for proc in impostors:
+        if (code := proc.wait(timeout=STARTUP_TIMEOUT)) == 0:
+            proc.fail("joined without a valid token")
         assert code == 2
         error = one_line_error(proc.output())
         assert "refused" in error
-        assert f"client {client_id} is unknown or its token is wrong" in error
+        assert "client 0 is unknown or its token is wrong" in error
+    assert server.popen.poll() is None
+    assert rounds_printed(server.output()) == []  # it never had a third client
 
+    clients[0] = start_client(spawn, port, 0, "--token", tokens[0])
     server.expect_success()
-    for client in clients:
+    for client in clients.values():
         assert "done (the run is complete)" in client.expect_success()
     history = History.from_json(tmp_path / "srv" / "history.json")
     assert [r.round_num for r in history.rounds] == [1]
@@ -380,13 +396,13 @@ def test_unauthenticated_client_is_refused(federa: Start, tmp_path: Path) -> Non
     assert not history.rounds[0].failures
 
 
-def test_tls_and_mutual_tls_walkthrough(federa: Start, tmp_path: Path) -> None:
+def test_tls_and_mutual_tls_walkthrough(spawn: Spawn, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     names = [f"client-{i}" for i in range(NUM_CLIENTS)]
-    made = federa("certs", "certs", "--out", certs, *(a for n in names for a in ("--client", n)))
+    made = spawn("certs", "certs", "--out", certs, *(a for n in names for a in ("--client", n)))
     assert "mutual TLS" in made.expect_success(timeout=60)
     server, port = start_server(
-        federa,
+        spawn,
         tmp_path / "srv",
         1,
         "--tls-cert",
@@ -396,33 +412,39 @@ def test_tls_and_mutual_tls_walkthrough(federa: Start, tmp_path: Path) -> None:
         "--tls-client-ca",
         certs / "ca.pem",
     )
-    # Trusts the server but has no certificate of its own: the handshake fails, it
-    # retries like for a server that is down, and gives up after its reconnect timeout.
-    no_cert = start_client(
-        federa, port, 0, "--tls-ca", certs / "ca.pem", name="client-no-cert", reconnect_timeout=5
-    )
-    clients = [
-        start_client(
-            federa,
+
+    def tls_client(i: int) -> Proc:
+        return start_client(
+            spawn,
             port,
             i,
             "--tls-ca",
             certs / "ca.pem",
             "--tls-cert",
-            certs / f"{name}.pem",
+            certs / f"{names[i]}.pem",
             "--tls-key",
-            certs / f"{name}.key",
+            certs / f"{names[i]}.key",
         )
-        for i, name in enumerate(names)
-    ]
+
+    clients = {i: tls_client(i) for i in (1, 2)}
+    # Trusts the server but has no certificate of its own: the handshake fails, it
+    # retries as for a server that is down, and gives up after its reconnect timeout,
+    # while the server, with two of its three clients, still waits for a third.
+    no_cert = start_client(
+        spawn, port, 0, "--tls-ca", certs / "ca.pem", name="client-0-no-cert", reconnect_timeout=5
+    )
+    if (code := no_cert.wait(timeout=60)) == 0:
+        no_cert.fail("joined a mutual-TLS server without a client certificate")
+    assert code == 2
+    assert "cannot reach the server" in one_line_error(no_cert.output())
+    assert server.popen.poll() is None
+    assert rounds_printed(server.output()) == []  # it never had a third client
+
+    clients[0] = tls_client(0)
     server.expect_success()
-    for client in clients:
+    for client in clients.values():
         assert "done (the run is complete)" in client.expect_success()
     history = History.from_json(tmp_path / "srv" / "history.json")
     assert [r.round_num for r in history.rounds] == [1]
     assert history.rounds[0].num_results == history.rounds[0].num_sampled == 2
-
-    if (code := no_cert.wait(timeout=60)) == 0:
-        raise no_cert.fail("joined a mutual-TLS server without a client certificate")
-    assert code == 2
-    assert "cannot reach the server" in one_line_error(no_cert.output())
+    assert not history.rounds[0].failures

@@ -36,6 +36,23 @@ PARTITIONS = ("dirichlet", "iid", "natural", "quantity", "shards")
 NATURAL_DATASETS = ("femnist",)
 EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
 OPTIMIZERS = ("adam", "sgd")
+STRATEGY_NAMES = (
+    "bulyan",
+    "fedadagrad",
+    "fedadam",
+    "fedavg",
+    "fedavgm",
+    "fednova",
+    "fedprox",
+    "fedyogi",
+    "krum",
+    "median",
+    "multikrum",
+    "qfedavg",
+    "scaffold",
+    "trimmedmean",
+)
+ATTACK_NAMES = ("constant", "labelflip", "noise", "scaled", "signflip")
 DEFAULT_NUM_CLIENTS = 10
 
 
@@ -62,6 +79,21 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    strategy: str = "fedavg"
+    server_lr: float | None = None
+    server_momentum: float | None = None
+    beta_1: float | None = None
+    beta_2: float | None = None
+    tau: float | None = None
+    proximal_mu: float | None = None
+    num_byzantine: int | None = None
+    num_selected: int | None = None
+    trim_beta: float | None = None
+    q: float | None = None
+    lipschitz: float | None = None
+    attack: str | None = None
+    attackers: float = 0.0
+    attack_scale: float = 10.0
     seed: int = 0
     workers: int = 0
     out: str | None = None
@@ -119,6 +151,21 @@ FIELD_TYPES: dict[str, type] = {
     "optimizer": str,
     "momentum": float,
     "weight_decay": float,
+    "strategy": str,
+    "server_lr": float,
+    "server_momentum": float,
+    "beta_1": float,
+    "beta_2": float,
+    "tau": float,
+    "proximal_mu": float,
+    "num_byzantine": int,
+    "num_selected": int,
+    "trim_beta": float,
+    "q": float,
+    "lipschitz": float,
+    "attack": str,
+    "attackers": float,
+    "attack_scale": float,
     "seed": int,
     "workers": int,
     "out": str,
@@ -197,6 +244,13 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"({', '.join(NATURAL_DATASETS)}); {cfg.dataset} has none, choose another partition"
         )
     _choice("--optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("--strategy", cfg.strategy, STRATEGY_NAMES)
+    if cfg.attack is not None:
+        _choice("--attack", cfg.attack, ATTACK_NAMES)
+        if not 0.0 < cfg.attackers < 1.0:
+            raise ConfigError(f"--attackers must be a fraction in (0, 1), got {cfg.attackers:g}")
+    elif cfg.attackers:
+        raise ConfigError("--attackers needs --attack")
     for option, value in (("--fraction-train", cfg.fraction_train),):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{option} must be in (0, 1], got {value:g}")

@@ -11,6 +11,8 @@ import numpy.typing as npt
 import torch
 
 from federa.cli.config import DEFAULT_NUM_CLIENTS, RunConfig
+from federa.cli.strategies import build_strategy
+from federa.client.runner import ClientFn
 from federa.core.arrays import Arrays
 from federa.data import (
     DatasetSplit,
@@ -27,7 +29,8 @@ from federa.data import (
     partition_shards,
 )
 from federa.errors import ConfigError
-from federa.strategy.fedavg import FedAvg
+from federa.simulation.attacks import Attack, choose_attackers, with_attack
+from federa.strategy.base import Strategy
 from federa.torch.arrays import module_to_arrays
 from federa.torch.client import ModelFn, TorchClient, make_evaluate_fn
 from federa.torch.models import build_model
@@ -72,8 +75,8 @@ class Experiment:
 
     config: RunConfig
     split: DatasetSplit
-    client_fn: functools.partial[TorchClient]
-    strategy: FedAvg
+    client_fn: ClientFn
+    strategy: Strategy
     initial: Arrays
     partitions: Parts
 
@@ -188,17 +191,25 @@ def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Exper
         test_y=split.test.y if eval_parts is not None else None,
         eval_partitions=eval_parts,
     )
-    strategy = FedAvg(
+    strategy = build_strategy(
+        cfg,
+        num_clients,
         fraction_train=cfg.fraction_train,
         min_train_clients=1,
         fraction_evaluate=cfg.evaluate_fraction,
         min_evaluate_clients=1,
         evaluate_fn=make_evaluate_fn(model_fn, (split.test.x, split.test.y)),
     )
+    client_fn: ClientFn = functools.partial(make_client, data)
+    if cfg.attack is not None:
+        attackers = choose_attackers(num_clients, cfg.attackers, cfg.seed)
+        client_fn = with_attack(
+            client_fn, Attack(name=cfg.attack, scale=cfg.attack_scale, attackers=attackers)
+        )
     return Experiment(
         config=cfg,
         split=split,
-        client_fn=functools.partial(make_client, data),
+        client_fn=client_fn,
         strategy=strategy,
         initial=initial,
         partitions=parts,

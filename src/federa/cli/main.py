@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from federa.cli.config import (
+    ATTACK_NAMES,
     DATASETS,
     EMNIST_SPLITS,
     FIELD_TYPES,
     MODELS,
     OPTIMIZERS,
     PARTITIONS,
+    STRATEGY_NAMES,
     RunConfig,
 )
 from federa.errors import FederaError
@@ -53,6 +55,21 @@ _OPTION_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
     "optimizer": ("local optimizer", OPTIMIZERS),
     "momentum": ("SGD momentum", None),
     "weight_decay": ("L2 weight decay", None),
+    "strategy": ("federated algorithm", STRATEGY_NAMES),
+    "server_lr": ("server learning rate (fedavgm, fedadam, fedyogi, fedadagrad, scaffold)", None),
+    "server_momentum": ("server momentum (fedavgm)", None),
+    "beta_1": ("first-moment decay (fedadam, fedyogi, fedadagrad)", None),
+    "beta_2": ("second-moment decay (fedadam, fedyogi, fedadagrad)", None),
+    "tau": ("adaptivity / epsilon (fedadam, fedyogi, fedadagrad)", None),
+    "proximal_mu": ("proximal coefficient mu (fedprox)", None),
+    "num_byzantine": ("Byzantine clients f to tolerate (krum, multikrum, bulyan)", None),
+    "num_selected": ("updates averaged by multikrum (m)", None),
+    "trim_beta": ("fraction trimmed at each end per coordinate (trimmedmean)", None),
+    "q": ("fairness exponent q (qfedavg)", None),
+    "lipschitz": ("Lipschitz constant L, about 1/lr (qfedavg)", None),
+    "attack": ("make some clients Byzantine (simulation only)", ATTACK_NAMES),
+    "attackers": ("fraction of clients that attack, with --attack", None),
+    "attack_scale": ("attack strength: update multiplier, noise sigma or constant", None),
     "seed": ("run seed: the same seed gives the same result", None),
     "workers": ("worker processes for clients (0 = run them in this process)", None),
     "out": ("run directory to write (default: a new runs/<timestamp>)", None),
@@ -145,7 +162,21 @@ TRAIN_OPTIONS = (
     "momentum",
     "weight_decay",
 )
-SERVER_ONLY = ("rounds", "fraction_train", "fraction_evaluate", "out")
+STRATEGY_OPTIONS = (
+    "strategy",
+    "server_lr",
+    "server_momentum",
+    "beta_1",
+    "beta_2",
+    "tau",
+    "proximal_mu",
+    "num_byzantine",
+    "num_selected",
+    "trim_beta",
+    "q",
+    "lipschitz",
+)
+SERVER_ONLY = ("rounds", "fraction_train", "fraction_evaluate", "out", *STRATEGY_OPTIONS)
 
 
 def _add_tls(parser: argparse.ArgumentParser, *, server: bool) -> None:

@@ -57,10 +57,12 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = experiment.config  # num_clients resolved (one per writer for natural partitions)
     out = make_run_dir(cfg.out)
     sizes = [len(p) for p in experiment.partitions]
+    attack = f" under {cfg.attack} attack ({cfg.attackers:.0%} of clients)" if cfg.attack else ""
     console.print(
         f"federa run: {cfg.dataset} ({len(experiment.split.train)} train / "
         f"{len(experiment.split.test)} test), {cfg.model_name}, {cfg.num_clients} clients "
-        f"({cfg.partition_name}, {min(sizes)}-{max(sizes)} examples each), FedAvg, "
+        f"({cfg.partition_name}, {min(sizes)}-{max(sizes)} examples each), "
+        f"{type(experiment.strategy).__name__}{attack}, "
         f"{cfg.rounds} rounds",
         soft_wrap=True,
     )

@@ -138,7 +138,9 @@ def write_run_dir(path: Path, cfg: RunConfig, history: History) -> None:
     write_config(path / "config.toml", cfg)
     _atomic_write(path / "history.json", history.to_json() + "\n")
     write_metrics_csv(path / "metrics.csv", history)
-    plot_curves(path / "curves.png", history, title=f"{cfg.dataset} / {cfg.model_name} / FedAvg")
+    plot_curves(
+        path / "curves.png", history, title=f"{cfg.dataset} / {cfg.model_name} / {cfg.strategy}"
+    )
     if history.arrays is not None:
         tmp = path / "model.tmp.npz"
         with tmp.open("wb") as fh:

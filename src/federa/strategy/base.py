@@ -69,6 +69,10 @@ class Strategy(ABC):
     The round loop calls, in order: `configure_train`, `aggregate_train`,
     `configure_evaluate`, `aggregate_evaluate` and `evaluate`. Results arrive as
     `(client_id, result)` pairs sorted by client id, whatever order they finished in.
+
+    NaN and Inf: the client runner and the gRPC server already turn non-finite arrays
+    into Failures; as a last line every built-in strategy also ignores a result whose
+    arrays are not finite, and aggregates the rest.
     """
 
     @abstractmethod

@@ -128,8 +128,11 @@ class FedAvg(Strategy):
         results: Sequence[tuple[int, TrainResult]],
         failures: Sequence[Failure],
     ) -> tuple[Arrays | None, Metrics]:
-        """Return the example-weighted mean of the results' arrays and metrics."""
-        usable = [(cid, r) for cid, r in results if r.num_examples > 0]
+        """Return the example-weighted mean of the results' arrays and metrics.
+
+        Results with no examples, or whose arrays hold NaN or Inf, are ignored.
+        """
+        usable = [(cid, r) for cid, r in results if r.num_examples > 0 and r.arrays.is_finite()]
         if not usable or (failures and not self.accept_failures):
             return None, {}
         new = weighted_mean([r.arrays for _, r in usable], [r.num_examples for _, r in usable])
