@@ -35,8 +35,7 @@ from federa.strategy.fedavg import sample_cohort
 pytest.importorskip("grpc")  # the deployment extras
 pytest.importorskip("torch")
 
-# TODO: pytest.mark.e2e once the marker is registered in pyproject.toml.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NUM_CLIENTS = 3
 FRACTION_TRAIN = 0.5

@@ -99,6 +99,12 @@ def client_command(args: argparse.Namespace) -> int:
 
     if args.num_partitions is not None:
         args.num_clients = args.num_partitions
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     experiment = build_experiment(cfg)
     num = len(experiment.partitions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -244,6 +245,11 @@ def _add_deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     client.add_argument("--token", help="this client's authentication token")
     client.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch threads for local training (use 1 when several clients share a host)",
+    )
+    client.add_argument(
         "--reconnect-timeout",
         type=float,
         default=60.0,
@@ -287,6 +293,11 @@ def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `federa` command line and return its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-v" not in argv and "--verbose" not in argv:
+        # gRPC's C core logs to stderr on its own (failed binds, refused handshakes);
+        # federa reports those as one line of its own. Set before grpc is imported.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -98,14 +98,12 @@ class Krum(ByzantineFedAvg):
     """
 
     condition = "n > 2f + 2"
+    num_selected = 1
+    """How many of the best-scored results are averaged."""
 
     def min_cohort(self) -> int:
         """Return the smallest number of results the rule accepts."""
         return 2 * self.num_byzantine + 3
-
-    def num_selected_of(self, n: int) -> int:
-        """Return how many of n results are averaged (1 for Krum)."""
-        return 1
 
     def aggregate_train(
         self,
@@ -126,7 +124,7 @@ class Krum(ByzantineFedAvg):
         self.check_num_results(ctx, len(usable))
         models = [r.arrays for _, r in usable]
         matrix, _ = flatten(models, distance_dtype(models[0]), center=arrays)
-        m = self.num_selected_of(len(usable))
+        m = self.num_selected
         picked = np.sort(krum_select(matrix, self.num_byzantine, m))
         chosen = [usable[i][1] for i in picked]
         new = weighted_mean([r.arrays for r in chosen], [r.num_examples for r in chosen])
@@ -158,7 +156,3 @@ class MultiKrum(Krum):
     def min_cohort(self) -> int:
         """Return the smallest number of results the rule accepts."""
         return max(2 * self.num_byzantine + 3, self.num_selected + self.num_byzantine)
-
-    def num_selected_of(self, n: int) -> int:
-        """Return how many of n results are averaged (`num_selected`)."""
-        return self.num_selected

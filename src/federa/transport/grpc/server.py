@@ -347,10 +347,12 @@ class GrpcServer:
                 self.port = self._server.add_insecure_port(address)
             else:
                 self.port = self._server.add_secure_port(address, credentials)
-        except RuntimeError as exc:
-            raise TransportError(f"cannot listen on {address}: {exc}") from None
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise TransportError(f"cannot listen on {address}; is the port in use?")
+            raise TransportError(
+                f"cannot listen on {address}; check that it is host:port and the port is free"
+            )
         self._server.start()
 
     def stop(self, grace: float = 2.0) -> None:
