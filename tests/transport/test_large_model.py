@@ -171,15 +171,6 @@ def test_a_model_over_2_gib_never_needs_a_serialized_copy(large_run: dict[str, A
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="peak is ~5.1x the model. (1) client._session keeps `task` and `outcome` "
-    "referenced after queuing the result, until the next task completes, so the client's "
-    "copy is still alive while the server aggregates (deleting them after the put lowers "
-    "this test's peak by exactly 1x). (2) strategy.aggregate.weighted_mean allocates per "
-    "array a float64 accumulator and a float64 temporary (`acc += wk * a[name]`), 4x "
-    "the array's float32 size. Either fix brings the peak under 5x.",
-)
 def test_a_model_over_2_gib_peaks_under_5_copies(large_run: dict[str, Any]) -> None:
     """The target: the copies that cannot be avoided, with room for the new global."""
     assert peak_in_models(large_run) < 5.0

@@ -39,8 +39,10 @@ def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
     out: dict[str, np.ndarray] = {}
     for name, ref in reference.items():
         acc = np.zeros(ref.shape, dtype=np.float64)
+        scratch = np.empty(ref.shape, dtype=np.float64)
         for wk, a in zip(w, arrays, strict=True):
-            acc += wk * a[name]
+            np.multiply(a[name], wk, out=scratch)
+            acc += scratch
         if ref.dtype.kind in "iub":
             acc = np.rint(acc)
         out[name] = acc.astype(ref.dtype)

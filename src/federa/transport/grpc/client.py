@@ -72,6 +72,9 @@ def _session(
                 task_id, task = done
                 outcome = run_task(client, task)
                 outbox.put(codec.encode_result(task_id, outcome))
+                # The stream holds what it still has to send; drop this frame's copies
+                # so a large model is not kept alive until the next task.
+                del done, task, outcome
     finally:
         outbox.put(None)
         responses.cancel()

@@ -10,6 +10,7 @@ against a limit before anything is allocated. Nothing is pickled.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,15 +101,34 @@ def array_specs(arrays: Arrays) -> list[pb.ArraySpec]:
     return specs
 
 
-def iter_chunks(task_id: int, arrays: Arrays, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.Chunk]:
-    """Yield the arrays' bytes as chunks, lazily; a chunk never spans two arrays."""
+def iter_chunks(arrays: Arrays, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, bytes) slices of the arrays, lazily; a slice never spans two arrays."""
     offset = 0
     for array in arrays.values():
         view = _little_endian(array).data.cast("B")
         for start in range(0, len(view), chunk_bytes):
-            piece = view[start : start + chunk_bytes]
-            yield pb.Chunk(task_id=task_id, offset=offset + start, data=bytes(piece))
+            yield offset + start, bytes(view[start : start + chunk_bytes])
         offset += len(view)
+
+
+def _fill_chunk(chunk: pb.Chunk, task_id: int, offset: int, data: bytes) -> None:
+    # Setting fields in place is several times faster than building nested messages.
+    chunk.task_id = task_id
+    chunk.offset = offset
+    chunk.data = data
+
+
+MAX_DIMS = 32
+
+
+def _dtype(spec: pb.ArraySpec) -> np.dtype[np.generic]:
+    try:
+        dtype = np.dtype(spec.dtype)
+    except (TypeError, ValueError):
+        raise CodecError(f"array {spec.name!r} has unknown dtype {spec.dtype!r}") from None
+    if dtype.kind not in _DTYPE_KINDS or dtype.byteorder == ">":
+        raise CodecError(f"array {spec.name!r} has unsupported dtype {spec.dtype!r}")
+    return dtype
 
 
 def _check_specs(specs: Sequence[pb.ArraySpec], max_bytes: int) -> list[np.dtype[np.generic]]:
@@ -117,12 +137,11 @@ def _check_specs(specs: Sequence[pb.ArraySpec], max_bytes: int) -> list[np.dtype
         if not spec.name or spec.name in names:
             raise CodecError(f"array name {spec.name!r} is empty or repeated")
         names.add(spec.name)
-        try:
-            dtype = np.dtype(spec.dtype)
-        except TypeError:
-            raise CodecError(f"array {spec.name!r} has unknown dtype {spec.dtype!r}") from None
-        if dtype.kind not in _DTYPE_KINDS or dtype.byteorder == ">":
-            raise CodecError(f"array {spec.name!r} has unsupported dtype {spec.dtype!r}")
+        dtype = _dtype(spec)
+        if len(spec.shape) > MAX_DIMS:
+            raise CodecError(
+                f"array {spec.name!r} has {len(spec.shape)} dimensions (max {MAX_DIMS})"
+            )
         count = math.prod(int(d) for d in spec.shape)
         if count * dtype.itemsize != spec.num_bytes:
             raise CodecError(
@@ -142,10 +161,13 @@ class ArraysAssembler:
     def __init__(self, specs: Sequence[pb.ArraySpec], max_bytes: int = DEFAULT_MAX_ARRAYS_BYTES):
         dtypes = _check_specs(specs, max_bytes)
         self._names = [s.name for s in specs]
-        self._arrays = [
-            np.empty(tuple(int(d) for d in s.shape), dtype=dt)
-            for s, dt in zip(specs, dtypes, strict=True)
-        ]
+        try:
+            self._arrays = [
+                np.empty(tuple(int(d) for d in s.shape), dtype=dt)
+                for s, dt in zip(specs, dtypes, strict=True)
+            ]
+        except (ValueError, MemoryError) as exc:
+            raise CodecError(f"cannot allocate the declared arrays: {exc}") from None
         self._views = [a.reshape(-1).data.cast("B") for a in self._arrays]
         self._index = 0  # array being filled
         self._filled = 0  # bytes of it filled
@@ -186,8 +208,8 @@ class ArraysAssembler:
 
 def same_specs(a: Sequence[pb.ArraySpec], b: Sequence[pb.ArraySpec]) -> bool:
     """Return whether two spec lists describe the same names, dtypes and shapes."""
-    key = [(s.name, np.dtype(s.dtype).str, tuple(s.shape)) for s in a]
-    return key == [(s.name, np.dtype(s.dtype).str, tuple(s.shape)) for s in b]
+    key = [(s.name, _dtype(s).str, tuple(s.shape)) for s in a]
+    return key == [(s.name, _dtype(s).str, tuple(s.shape)) for s in b]
 
 
 # ---- config and metrics -------------------------------------------------------------
@@ -195,10 +217,13 @@ def same_specs(a: Sequence[pb.ArraySpec], b: Sequence[pb.ArraySpec]) -> bool:
 
 def _encode_config(config: Config) -> dict[str, pb.ConfigValue]:
     out = {}
-    for key, value in config.items():
+    for key, raw in config.items():
+        value = raw.item() if isinstance(raw, np.generic) else raw  # numpy scalars
         if isinstance(value, bool):
             out[key] = pb.ConfigValue(bool_value=value)
         elif isinstance(value, int):
+            if not -(2**63) <= value < 2**63:
+                raise CodecError(f"config {key!r} = {value} does not fit in 64 bits")
             out[key] = pb.ConfigValue(int_value=value)
         elif isinstance(value, float):
             out[key] = pb.ConfigValue(float_value=value)
@@ -238,7 +263,11 @@ def encode_shutdown(reason: str) -> pb.ServerMessage:
 def encode_task(
     task_id: int, task: Task, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[pb.ServerMessage]:
-    """Yield a task header, then its arrays as chunks (lazily)."""
+    """Return the task header followed by its arrays as chunks.
+
+    The header is built at once, so a config or array the protocol cannot carry fails
+    here, in the caller, rather than later inside the stream; chunks are made lazily.
+    """
     phase = pb.TaskHeader.TRAIN if isinstance(task, TrainTask) else pb.TaskHeader.EVALUATE
     header = pb.TaskHeader(
         task_id=task_id,
@@ -248,9 +277,16 @@ def encode_task(
         config=_encode_config(task.config),
         arrays=array_specs(task.arrays),
     )
-    yield pb.ServerMessage(task=header)
-    for chunk in iter_chunks(task_id, task.arrays, chunk_bytes):
-        yield pb.ServerMessage(chunk=chunk)
+    return itertools.chain(
+        [pb.ServerMessage(task=header)], _task_chunks(task_id, task, chunk_bytes)
+    )
+
+
+def _task_chunks(task_id: int, task: Task, chunk_bytes: int) -> Iterator[pb.ServerMessage]:
+    for offset, data in iter_chunks(task.arrays, chunk_bytes):
+        message = pb.ServerMessage()
+        _fill_chunk(message.chunk, task_id, offset, data)
+        yield message
 
 
 @dataclass(slots=True)
@@ -351,8 +387,10 @@ def encode_result(
             arrays=array_specs(outcome.arrays),
         )
         yield pb.ClientMessage(result=pb.ResultHeader(task_id=task_id, train=train))
-        for chunk in iter_chunks(task_id, outcome.arrays, chunk_bytes):
-            yield pb.ClientMessage(chunk=chunk)
+        for offset, data in iter_chunks(outcome.arrays, chunk_bytes):
+            message = pb.ClientMessage()
+            _fill_chunk(message.chunk, task_id, offset, data)
+            yield message
 
 
 SpecLookup = Callable[[int], "Sequence[pb.ArraySpec] | None"]

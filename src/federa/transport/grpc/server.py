@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federa.core.messages import Failure, Task, TaskResult, TrainResult
+from federa.core.messages import Failure, Phase, Task, TaskResult, TrainResult
 from federa.errors import TransportError
 from federa.transport.grpc import codec
 
@@ -51,9 +51,21 @@ class RefusedError(Exception):
 
 @dataclass(slots=True)
 class _Record:
-    task: Task
+    """A task in flight: what is needed to check its result, without its arrays."""
+
+    client_id: int
+    round_num: int
+    phase: Phase
     specs: list[Any]
     is_expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    """Outbox item: end the client's stream with this status (from the reader thread)."""
+
+    code: grpc.StatusCode
+    message: str
 
 
 @dataclass(slots=True, eq=False)
@@ -61,7 +73,7 @@ class _Connection:
     client_id: int
     name: str
     peer: str
-    outbox: queue.Queue[Iterator[Any] | None] = field(default_factory=queue.Queue)
+    outbox: queue.Queue[Iterator[Any] | _Abort | None] = field(default_factory=queue.Queue)
     pending: dict[int, _Record] = field(default_factory=dict)
     is_open: bool = True
 
@@ -114,8 +126,8 @@ class GrpcTransport:
         logger.info("client %d (%s) connected from %s", client_id, hello.name or "-", peer)
         return conn
 
-    def unregister(self, conn: _Connection, reason: str) -> None:
-        """Drop a client from sampling and fail its unfinished tasks."""
+    def unregister(self, conn: _Connection, reason: str, abort: _Abort | None = None) -> None:
+        """Drop a client from sampling, fail its unfinished tasks and end its stream."""
         with self._lock:
             if not conn.is_open:
                 return
@@ -123,10 +135,10 @@ class GrpcTransport:
             if self._clients.get(conn.client_id) is conn:
                 del self._clients[conn.client_id]
             pending, conn.pending = conn.pending, {}
-        conn.outbox.put(None)
+        conn.outbox.put(abort)
         for task_id, record in pending.items():
             if not record.is_expired:
-                self._results.put((task_id, conn.client_id, self._failure(record.task, reason)))
+                self._results.put((task_id, conn.client_id, self._failure(record, reason)))
         logger.info("client %d disconnected: %s", conn.client_id, reason)
 
     def expected_specs(self, conn: _Connection, task_id: int) -> list[Any] | None:
@@ -146,7 +158,7 @@ class GrpcTransport:
                 task_id,
             )
             return
-        self._results.put((task_id, conn.client_id, self._check(record.task, outcome)))
+        self._results.put((task_id, conn.client_id, self._check(record, outcome)))
 
     # ---- the round loop's side (Transport) ----
 
@@ -170,19 +182,26 @@ class GrpcTransport:
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
         """Send the tasks and yield results until all are in or the deadline passes."""
-        outstanding: dict[int, tuple[_Connection, Task]] = {}
+        outstanding: dict[int, tuple[_Connection, _Record]] = {}
         for task in tasks:
+            record = _Record(
+                client_id=task.client_id, round_num=task.round_num, phase=task.phase, specs=[]
+            )
+            try:
+                record.specs = codec.array_specs(task.arrays)
+                messages = codec.encode_task(task_id := next(self._task_ids), task)
+            except codec.CodecError as exc:
+                yield task.client_id, self._failure(record, f"cannot send the task: {exc}")
+                continue
             with self._lock:
                 conn = self._clients.get(task.client_id)
                 if conn is not None:
-                    task_id = next(self._task_ids)
-                    specs = codec.array_specs(task.arrays)
-                    conn.pending[task_id] = _Record(task=task, specs=specs)
+                    conn.pending[task_id] = record
             if conn is None:
-                yield task.client_id, self._failure(task, "client is not connected")
+                yield task.client_id, self._failure(record, "client is not connected")
                 continue
-            outstanding[task_id] = (conn, task)
-            conn.outbox.put(codec.encode_task(task_id, task))
+            outstanding[task_id] = (conn, record)
+            conn.outbox.put(messages)
         deadline = None if self.round_timeout is None else time.monotonic() + self.round_timeout
         while outstanding:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -192,16 +211,16 @@ class GrpcTransport:
                 break
             if outstanding.pop(task_id, None) is not None:
                 yield client_id, outcome
-        for task_id, (conn, task) in outstanding.items():
+        for task_id, (conn, record) in outstanding.items():
             with self._lock:
-                record = conn.pending.get(task_id)
-                if record is not None:
-                    record.is_expired = True
-            logger.warning("client %d missed the round deadline", task.client_id)
+                # Keep only what is needed to read (and drop) the late result.
+                if task_id in conn.pending:
+                    conn.pending[task_id].is_expired = True
+            logger.warning("client %d missed the round deadline", record.client_id)
             yield (
-                task.client_id,
+                record.client_id,
                 self._failure(
-                    task, f"no result within the round deadline of {self.round_timeout:g}s"
+                    record, f"no result within the round deadline of {self.round_timeout:g}s"
                 ),
             )
 
@@ -217,25 +236,31 @@ class GrpcTransport:
     # ---- helpers ----
 
     @staticmethod
-    def _failure(task: Task, message: str) -> Failure:
+    def _failure(record: _Record, message: str) -> Failure:
         return Failure(
-            client_id=task.client_id, round_num=task.round_num, phase=task.phase, message=message
+            client_id=record.client_id,
+            round_num=record.round_num,
+            phase=record.phase,
+            message=message,
         )
 
-    def _check(self, task: Task, outcome: TaskResult) -> TaskResult:
+    def _check(self, record: _Record, outcome: TaskResult) -> TaskResult:
         """Give failures their task's round and phase; refuse results of the wrong kind."""
         if isinstance(outcome, Failure):
-            return self._failure(task, outcome.message)
-        if task.phase == "train" and not isinstance(outcome, TrainResult):
-            return self._failure(task, "answered a training task with an evaluation result")
-        if task.phase == "evaluate" and isinstance(outcome, TrainResult):
-            return self._failure(task, "answered an evaluation task with a training result")
-        if isinstance(outcome, TrainResult) and not outcome.arrays.is_finite():
-            logger.warning("client %d sent arrays with NaN or Inf; refused", task.client_id)
-            return self._failure(task, "result arrays contain NaN or Inf")
-        if not np.isfinite(getattr(outcome, "loss", 0.0)):
-            return self._failure(task, "evaluation loss is NaN or Inf")
-        return outcome
+            return self._failure(record, outcome.message)
+        problem = None
+        if record.phase == "train" and not isinstance(outcome, TrainResult):
+            problem = "answered a training task with an evaluation result"
+        elif record.phase == "evaluate" and isinstance(outcome, TrainResult):
+            problem = "answered an evaluation task with a training result"
+        elif isinstance(outcome, TrainResult) and not outcome.arrays.is_finite():
+            problem = "result arrays contain NaN or Inf"
+        elif not np.isfinite(getattr(outcome, "loss", 0.0)):
+            problem = "evaluation loss is NaN or Inf"
+        if problem is None:
+            return outcome
+        logger.warning("client %d: %s; refused", record.client_id, problem)
+        return self._failure(record, problem)
 
 
 class _Servicer:
@@ -250,7 +275,10 @@ class _Servicer:
 
     def join(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            hello = codec.decode_hello(next(requests))
+            first = next(requests)
+            if isinstance(first, codec.CodecError):
+                raise first
+            hello = codec.decode_hello(first)
             self._authenticate(hello, context)
             conn = self.transport.register(hello, context.peer())
         except RefusedError as exc:
@@ -266,7 +294,10 @@ class _Servicer:
         reader.start()
         yield codec.encode_welcome(conn.client_id, self.transport.run_id)
         while (item := conn.outbox.get()) is not None:
-            yield from item
+            if isinstance(item, _Abort):
+                context.abort(item.code, item.message)
+            else:
+                yield from item
 
     def _authenticate(self, hello: codec.Hello, context: grpc.ServicerContext) -> None:
         if self.tokens is None:
@@ -286,20 +317,39 @@ class _Servicer:
             lambda task_id: self.transport.expected_specs(conn, task_id),
             self.transport.max_result_bytes,
         )
-        reason = "stream closed"
+        reason, abort = "stream closed", None
         try:
             for message in requests:
+                if isinstance(message, codec.CodecError):
+                    raise message
                 done = decoder.feed(message)
                 if done is not None:
                     self.transport.deliver(conn, *done)
         except codec.CodecError as exc:
             reason = f"protocol error: {exc}"
+            abort = _Abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
             logger.warning(
                 "client %d sent a bad message (%s); disconnecting it", conn.client_id, exc
             )
-        except (grpc.RpcError, ValueError) as exc:  # the stream broke
+        except grpc.RpcError as exc:  # the stream broke
             reason = f"connection lost ({type(exc).__name__})"
-        self.transport.unregister(conn, reason)
+        except Exception as exc:  # never let one client's bad input kill its reader silently
+            reason = f"internal error reading its messages: {exc!r}"
+            logger.exception("client %d: error while reading its messages", conn.client_id)
+            abort = _Abort(grpc.StatusCode.INTERNAL, "the server could not read a message")
+        self.transport.unregister(conn, reason, abort)
+
+
+def _lenient_parse(data: bytes) -> Any:
+    """Parse a client message, handing a CodecError to the reader instead of raising.
+
+    gRPC would otherwise end the stream with its own log line that does not name the
+    client; the reader logs the problem against the client and disconnects it.
+    """
+    try:
+        return codec.parse_client_message(data)
+    except codec.CodecError as exc:
+        return exc
 
 
 class GrpcServer:
@@ -329,7 +379,7 @@ class GrpcServer:
             {
                 "Join": grpc.stream_stream_rpc_method_handler(
                     servicer.join,
-                    request_deserializer=codec.parse_client_message,
+                    request_deserializer=_lenient_parse,
                     response_serializer=codec.serialize,
                 )
             },
