@@ -70,6 +70,7 @@ def serve(
     config = dict(run_config or {})
     history: History | None = None
     arrays = initial
+    run_id: str | None = None
     if resume:
         if checkpoint_dir is None:
             raise ConfigError("--resume needs --checkpoint-dir")
@@ -83,11 +84,12 @@ def serve(
                     "resume with the same settings or use another --checkpoint-dir"
                 )
             strategy.load_state_dict(found.strategy_state)
-            arrays, history = found.arrays, found.history
+            arrays, history, run_id = found.arrays, found.history, found.run_id
             logger.info("resuming after round %d", found.round_num)
 
     transport = GrpcTransport(round_timeout=round_timeout)
-    run_id = transport.run_id
+    if run_id is not None:
+        transport.run_id = run_id  # a resumed run keeps its identity
 
     def checkpoint(round_num: int, current: Arrays, hist: History) -> None:
         if checkpoint_dir is None:
@@ -98,7 +100,7 @@ def serve(
             strategy_state=strategy.state_dict(),
             history=hist,
             seed=seed,
-            run_id=run_id,
+            run_id=transport.run_id,
             config=config,
         )
         save_checkpoint(checkpoint_dir, state)
