@@ -4,9 +4,11 @@ Workload: 200 clients, each returning a float32 model of 1,000,000 parameters in
 arrays (the global model plus Gaussian noise; f of them send the sign-flipped update,
 scaled by 10). Every strategy's `aggregate_train` is timed end to end, flattening
 included, once to warm the allocator and then `--repeats` times; the figure is the
-median. Plain FedAvg runs in the same process as the yardstick for the ratios. The load
-average before and after is printed because BLAS threads slow down badly on a machine
-whose cores are already busy; compare figures taken at a similar load.
+median (and the minimum). Plain FedAvg runs in the same process as the yardstick for the
+ratios. The load average before and after is printed because OpenBLAS threads spin-wait
+on each other: on a machine whose cores are already busy, the (200 x 1M) Gram product
+behind Krum was measured at 24 s instead of 0.4 s. There, run with OPENBLAS_NUM_THREADS=1
+and compare figures taken at a similar load.
 
 Goal: Krum and Multi-Krum under 2 s.
 
@@ -58,8 +60,8 @@ def build_round(
 
 def time_strategy(
     strategy: Strategy, glob: Arrays, results: list[tuple[int, TrainResult]], repeats: int
-) -> float:
-    """Return the median seconds of `aggregate_train` over `repeats` runs after a warm-up."""
+) -> list[float]:
+    """Return the seconds of `aggregate_train` in `repeats` runs after a warm-up."""
     times = []
     for i in range(repeats + 1):
         ctx = RoundContext(round_num=1, rng=np.random.default_rng(0))
@@ -70,7 +72,7 @@ def time_strategy(
         del new
         if i:
             times.append(elapsed)
-    return statistics.median(times)
+    return times
 
 
 def main() -> None:
@@ -91,7 +93,8 @@ def main() -> None:
         "trimmed_mean": FedTrimmedMean(beta=0.1),
         "bulyan": Bulyan(num_byzantine=f),
     }
-    seconds = {k: time_strategy(s, glob, results, args.repeats) for k, s in strategies.items()}
+    times = {k: time_strategy(s, glob, results, args.repeats) for k, s in strategies.items()}
+    seconds = {k: statistics.median(v) for k, v in times.items()}
     print(
         json.dumps(
             {
@@ -104,6 +107,7 @@ def main() -> None:
                 "numpy": np.__version__,
                 "repeats": args.repeats,
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                "min_seconds": {k: round(min(v), 3) for k, v in times.items()},
                 "ratio_to_fedavg": {
                     k: round(v / seconds["fedavg"], 2) for k, v in seconds.items() if k != "fedavg"
                 },

@@ -129,7 +129,8 @@ def test_fedopt_defaults_follow_the_documented_sources() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     cls=st.sampled_from([FedAdagrad, FedYogi, FedAdam]),
-    change=st.floats(-100, 100, allow_nan=False),
+    # Away from |d| = tau, where Yogi's sign(v0 - d^2) flips on rounding of d itself.
+    change=st.floats(-100, 100, allow_nan=False).filter(lambda c: abs(c * c - 1e-6) > 1e-9),
     num_clients=st.integers(1, 5),
     sizes=st.lists(st.integers(1, 1000), min_size=5, max_size=5),
 )

@@ -58,8 +58,9 @@ class Bulyan(ByzantineFedAvg):
             return None, {}
         self.check_num_results(ctx, len(usable))
         models = [r.arrays for _, r in usable]
-        matrix, unflatten = flatten(models, center=arrays)
-        new = unflatten(bulyan(matrix, self.num_byzantine))
+        matrix, unflatten = flatten(models)
+        center = flatten([arrays])[0][0] if arrays.same_spec(models[0]) else None
+        new = unflatten(bulyan(matrix, self.num_byzantine, center))
         metrics = weighted_metrics([(r.num_examples, r.metrics) for _, r in usable])
         theta = len(usable) - 2 * self.num_byzantine
         return new, {**metrics, "num_selected": float(theta)}

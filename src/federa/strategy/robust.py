@@ -244,18 +244,19 @@ def _mean_around_median_inplace(work: Matrix, count: int) -> Matrix:
     return np.asarray((sum_below + (count - num_below) * mean_at) / count)
 
 
-def bulyan(matrix: Matrix, f: int) -> Matrix:
+def bulyan(matrix: Matrix, f: int, center: Matrix | None = None) -> Matrix:
     """Aggregate by Bulyan (El Mhamdi et al. 2018; see `federa.strategy.bulyan`).
 
     Selects theta = n - 2f rows by iterated Krum, then averages per coordinate the
     beta = theta - 2f selected values closest to their median. Requires n >= 4f + 3.
-    Center the rows first (see `pairwise_sq_distances`).
+    `center` only serves the distances (see `pairwise_sq_distances`); the average is
+    taken over the rows as given, so values far smaller than the center survive.
     """
     n = matrix.shape[0]
     if f < 0 or n < 4 * f + 3:
         raise AggregationError(f"Bulyan needs n >= 4f + 3, got n={n}, f={f}")
     theta = n - 2 * f
-    selected = iterated_krum(pairwise_sq_distances(matrix), f, theta)
+    selected = iterated_krum(pairwise_sq_distances(matrix, center), f, theta)
     work = np.asarray(matrix[np.sort(selected)], dtype=np.float64)  # a copy: fancy indexing
     return _mean_around_median_inplace(work, theta - 2 * f)
 
