@@ -176,3 +176,26 @@ def test_one_and_two_workers_give_identical_histories_for_a_cnn(
         assert code == 0
         histories.append(fd.History.from_json(out / "history.json"))
     assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "fedsgd"], "--strategy: unknown value 'fedsgd'"),
+        (["--server-lr", "0.1"], "--server-lr does not apply to --strategy fedavg"),
+        (["--strategy", "krum"], "--strategy krum needs --num-byzantine"),
+        (
+            ["--strategy", "krum", "--num-byzantine", "2"],
+            "--strategy krum needs at least 7 clients per round, but --fraction-train 0.5 of 10",
+        ),
+        (["--attack", "signflip"], "--attackers must be a fraction in (0, 1), got 0"),
+        (["--attackers", "0.2"], "--attackers needs --attack"),
+    ],
+)
+def test_bad_strategy_settings_stop_before_the_first_round(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(["run", "--out", str(tmp_path / "run"), *args], capsys)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
