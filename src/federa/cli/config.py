@@ -52,6 +52,20 @@ STRATEGY_NAMES = (
     "scaffold",
     "trimmedmean",
 )
+# The strategies' own parameters; each applies to some strategies only.
+STRATEGY_PARAMETERS = (
+    "server_lr",
+    "server_momentum",
+    "beta_1",
+    "beta_2",
+    "tau",
+    "proximal_mu",
+    "num_byzantine",
+    "num_selected",
+    "trim_beta",
+    "q",
+    "lipschitz",
+)
 ATTACK_NAMES = ("constant", "labelflip", "noise", "scaled", "signflip")
 DEFAULT_NUM_CLIENTS = 10
 

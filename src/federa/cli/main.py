@@ -18,6 +18,7 @@ from federa.cli.config import (
     OPTIMIZERS,
     PARTITIONS,
     STRATEGY_NAMES,
+    STRATEGY_PARAMETERS,
     RunConfig,
 )
 from federa.errors import FederaError
@@ -163,20 +164,7 @@ TRAIN_OPTIONS = (
     "momentum",
     "weight_decay",
 )
-STRATEGY_OPTIONS = (
-    "strategy",
-    "server_lr",
-    "server_momentum",
-    "beta_1",
-    "beta_2",
-    "tau",
-    "proximal_mu",
-    "num_byzantine",
-    "num_selected",
-    "trim_beta",
-    "q",
-    "lipschitz",
-)
+STRATEGY_OPTIONS = ("strategy", *STRATEGY_PARAMETERS)
 SERVER_ONLY = ("rounds", "fraction_train", "fraction_evaluate", "out", *STRATEGY_OPTIONS)
 
 

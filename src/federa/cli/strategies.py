@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from federa.cli.config import RunConfig
+from federa.cli.config import STRATEGY_PARAMETERS, RunConfig
 from federa.errors import ConfigError
 from federa.strategy.base import Strategy
 
@@ -73,19 +73,7 @@ def build_strategy(cfg: RunConfig, num_clients: int, **common: Any) -> Strategy:
     for field, names in REQUIRED.items():
         if cfg.strategy in names and getattr(cfg, field) is None:
             raise ConfigError(f"--strategy {cfg.strategy} needs --{field.replace('_', '-')}")
-    for field in (
-        "server_lr",
-        "server_momentum",
-        "beta_1",
-        "beta_2",
-        "tau",
-        "proximal_mu",
-        "num_byzantine",
-        "num_selected",
-        "trim_beta",
-        "q",
-        "lipschitz",
-    ):
+    for field in STRATEGY_PARAMETERS:
         if getattr(cfg, field) is not None and field not in params:
             raise ConfigError(
                 f"--{field.replace('_', '-')} does not apply to --strategy {cfg.strategy}"
