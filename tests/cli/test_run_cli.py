@@ -199,3 +199,12 @@ def test_bad_strategy_settings_stop_before_the_first_round(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_cli_strategy_and_attack_names_match_their_registries() -> None:
+    from federa.cli.config import ATTACK_NAMES, STRATEGY_NAMES
+    from federa.cli.strategies import STRATEGIES
+    from federa.simulation.attacks import ATTACKS
+
+    assert tuple(sorted(STRATEGIES)) == STRATEGY_NAMES
+    assert ATTACKS == ATTACK_NAMES
