@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--target", type=float, default=0.97)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--proximal-mu", type=float, default=0.01, help="FedProx's mu")
     args = parser.parse_args()
+    STRATEGIES["fedprox"]["proximal_mu"] = args.proximal_mu
     if not (args.data_dir / "train-images-idx3-ubyte.gz").exists():
         print(json.dumps({"bench": "noniid", "skipped": f"{args.data_dir} has no MNIST files"}))
         return
@@ -97,7 +99,8 @@ def main() -> None:
             {
                 "bench": "noniid",
                 "workload": "MNIST 2NN, pathological 2 shards x 100 clients, C=0.1, E=1, B=10, "
-                f"lr 0.05, {args.rounds} rounds max",
+                f"lr 0.05, {args.rounds} rounds max; FedProx mu {args.proximal_mu:g}, FedAdam "
+                "server lr 0.01, tau 0.001",
                 "results": out,
             }
         )
