@@ -13,19 +13,14 @@ could claim any number of examples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from federa.core.arrays import Arrays
-from federa.core.messages import Failure, Metrics, TrainResult
 from federa.errors import ConfigError
-from federa.strategy.aggregate import weighted_metrics
-from federa.strategy.base import RoundContext
-from federa.strategy.fedavg import FedAvg
-from federa.strategy.robust import finite_results, flatten, trimmed_mean
+from federa.strategy.median import CoordinateWise, NDArray
+from federa.strategy.robust import trimmed_mean
 
 
-class FedTrimmedMean(FedAvg):
+class FedTrimmedMean(CoordinateWise):
     """Sample a cohort like `FedAvg`; take the coordinate-wise trimmed mean of its results.
 
     Args:
@@ -43,21 +38,6 @@ class FedTrimmedMean(FedAvg):
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, beta={self.beta})"
 
-    def min_cohort(self) -> int:
-        """Return the smallest number of results the rule accepts."""
-        return 1
-
-    def aggregate_train(
-        self,
-        ctx: RoundContext,
-        arrays: Arrays,
-        results: Sequence[tuple[int, TrainResult]],
-        failures: Sequence[Failure],
-    ) -> tuple[Arrays | None, Metrics]:
-        """Return the trimmed mean of the finite results and their weighted metrics."""
-        usable = finite_results([(cid, r) for cid, r in results if r.num_examples > 0])
-        if not usable or (failures and not self.accept_failures):
-            return None, {}
-        matrix, unflatten = flatten([r.arrays for _, r in usable])
-        new = unflatten(trimmed_mean(matrix, self.beta))
-        return new, weighted_metrics([(r.num_examples, r.metrics) for _, r in usable])
+    def reduce(self, matrix: NDArray) -> NDArray:
+        """Return the trimmed mean of every column."""
+        return trimmed_mean(matrix, self.beta)
