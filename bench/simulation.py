@@ -1,13 +1,22 @@
-"""Seconds per round of McMahan et al.'s MNIST workload: federa against a plain PyTorch loop.
+"""Seconds per round on MNIST: federa vectorized, federa per-client, and a plain PyTorch loop.
 
-Workload (McMahan et al. 2017, section 3): 100 clients x 600 examples (IID), C = 0.1
-(10 clients per round), E = 1 local epoch, B = 10, SGD, for the 2NN and the CNN. Both
-sides do the same work per round: load the global weights into a model, run one
-epoch of minibatch SGD on each sampled client's 600 examples, and average the results
-weighted by example count. Rounds of the two sides are interleaved so machine noise
-hits both alike; the figure is the median seconds per round.
+Workloads (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", section 3): 100 clients x 600 examples (IID), C = 0.1 (10 clients
+per round), E = 1, B = 10, SGD, for the 2NN and the CNN; and 1,000 clients x 60
+examples with 100 per round for the 2NN. Each side does the same work per round: load
+the global weights, run one epoch of minibatch SGD on each sampled client's examples,
+and average the results weighted by example count. federa runs the round through
+`simulate` with clients trained one at a time (SerialExecutor) and with the cohort
+trained together (VectorizedExecutor). Rounds of the three are interleaved so machine
+noise hits all alike; the figures are medians.
 
-Run: python bench/simulation.py [--data-dir ../shared/data/mnist] [--rounds 4]
+It also measures, in the same run, the machine's float32 matmul throughput (torch.mm of
+2048 x 2048 matrices, best of several) and reports training FLOP/s as a fraction of it:
+training FLOPs are counted analytically as 3 x the forward pass (forward 2 x MACs,
+backward about twice that). Centralized evaluation on the 10,000 test images
+(`make_evaluate_fn`) is timed separately.
+
+Run: python bench/simulation.py [--data-dir ../shared/data/mnist] [--rounds 5]
 Prints one JSON line.
 """
 
@@ -16,41 +25,66 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import platform
 import statistics
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 import federa as fd
 from federa.data import load_mnist
+from federa.simulation.vectorized import VectorizedExecutor
 from federa.torch.arrays import module_to_arrays
-from federa.torch.client import TorchClient
+from federa.torch.client import TorchClient, make_evaluate_fn
 from federa.torch.models import build_model
 from federa.torch.train import TrainConfig
 
-NUM_CLIENTS, PER_CLIENT, FRACTION, EPOCHS, BATCH, LR = 100, 600, 0.1, 1, 10, 0.05
+EPOCHS, BATCH, LR = 1, 10, 0.05
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
-def load_data(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Return the 60,000 MNIST training images, or random tensors of that shape."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    model: str
+    num_clients: int
+    per_client: int
+    per_round: int
+
+
+WORKLOADS = {
+    "mcmahan_2nn": Workload(model="mnist_2nn", num_clients=100, per_client=600, per_round=10),
+    "mcmahan_cnn": Workload(model="mnist_cnn", num_clients=100, per_client=600, per_round=10),
+    "1000x60_2nn": Workload(model="mnist_2nn", num_clients=1000, per_client=60, per_round=100),
+}
+
+
+def load_data(data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Return MNIST's training and test images and labels, or random tensors of that shape."""
     if (data_dir / "train-images-idx3-ubyte.gz").exists():
         split = load_mnist(data_dir)
-        return torch.from_numpy(split.train.x), torch.from_numpy(split.train.y), str(data_dir)
+        train, test = split.train, split.test
+        return (
+            torch.from_numpy(train.x),
+            torch.from_numpy(train.y),
+            torch.from_numpy(test.x),
+            torch.from_numpy(test.y),
+            str(data_dir),
+        )
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(NUM_CLIENTS * PER_CLIENT, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (NUM_CLIENTS * PER_CLIENT,), generator=g)
-    return x, y, f"random tensors ({data_dir} not found)"
+    x, y = torch.rand(70_000, 1, 28, 28, generator=g), torch.randint(0, 10, (70_000,), generator=g)
+    return x[:60_000], y[:60_000], x[60_000:], y[60_000:], f"random tensors ({data_dir} not found)"
 
 
-def partitions(n: int) -> list[torch.Tensor]:
-    order = torch.from_numpy(np.random.default_rng(0).permutation(n)[: NUM_CLIENTS * PER_CLIENT])
-    return list(order.view(NUM_CLIENTS, PER_CLIENT))
+def partitions(n: int, w: Workload) -> list[torch.Tensor]:
+    order = np.random.default_rng(0).permutation(n)[: w.num_clients * w.per_client]
+    return list(torch.from_numpy(order).view(w.num_clients, w.per_client))
 
 
 def make_client(
@@ -64,14 +98,21 @@ def make_client(
 class PlainLoop:
     """FedAvg written directly in PyTorch, the way a tutorial would, without federa."""
 
-    def __init__(self, model_fn: Any, x: torch.Tensor, y: torch.Tensor, parts: list[torch.Tensor]):
+    def __init__(
+        self,
+        model_fn: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        parts: list[torch.Tensor],
+        w: Workload,
+    ):
         self.model = model_fn()
         self.global_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.x, self.y, self.parts = x, y, parts
+        self.x, self.y, self.parts, self.w = x, y, parts, w
         self.rng = np.random.default_rng(1)
 
     def round(self) -> None:
-        cohort = self.rng.choice(NUM_CLIENTS, size=int(FRACTION * NUM_CLIENTS), replace=False)
+        cohort = self.rng.choice(self.w.num_clients, size=self.w.per_round, replace=False)
         states, sizes = [], []
         for cid in sorted(cohort):
             xs, ys = self.x[self.parts[cid]], self.y[self.parts[cid]]
@@ -95,56 +136,143 @@ class PlainLoop:
         }
 
 
-def measure(model_name: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict[str, float]:
-    model_fn = functools.partial(build_model, model_name, (1, 28, 28), 10)
-    parts = partitions(len(x))
+def forward_flops(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Return 2 x the multiply-accumulates of one example's forward pass (Linear and Conv2d)."""
+    macs = 0
+
+    def count(module: nn.Module, _: Any, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            kernel = math.prod(module.kernel_size) * module.in_channels // module.groups
+            macs += out[0].numel() * kernel
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.zeros(1, *in_shape))
+    for h in hooks:
+        h.remove()
+    return 2 * macs
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
+    """Return the best float32 torch.mm throughput of n x n matrices on this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def median_s(times: list[float]) -> float:
+    return round(statistics.median(times), 4)
+
+
+def measure(
+    w: Workload, data: tuple[torch.Tensor, ...], rounds: int, chunk_size: int | None, peak: float
+) -> dict[str, Any]:
+    x, y = data[0], data[1]
+    model_fn = functools.partial(build_model, w.model, (1, 28, 28), 10)
+    parts = partitions(len(x), w)
     torch.manual_seed(0)
     initial = module_to_arrays(model_fn())
     client_fn = functools.partial(make_client, model_fn, x, y, parts)
-    strategy = fd.FedAvg(fraction_train=FRACTION, min_train_clients=1)
-    plain = PlainLoop(model_fn, x, y, parts)
-    federa_times: list[float] = []
-    plain_times: list[float] = []
-    # Warm-up round for each side (allocator, kernels), then interleave measured rounds.
-    plain.round()
-    fd.simulate(client_fn, strategy, num_clients=NUM_CLIENTS, num_rounds=1, initial=initial)
-    for r in range(rounds):
-        start = time.perf_counter()
-        plain.round()
-        plain_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        fd.simulate(
-            client_fn, strategy, num_clients=NUM_CLIENTS, num_rounds=1, initial=initial, seed=r
-        )
-        federa_times.append(time.perf_counter() - start)
-    federa_s = statistics.median(federa_times)
-    plain_s = statistics.median(plain_times)
+    strategy = fd.FedAvg(fraction_train=w.per_round / w.num_clients, min_train_clients=1)
+    plain = PlainLoop(model_fn, x, y, parts, w)
+    vectorized = VectorizedExecutor() if chunk_size is None else VectorizedExecutor(chunk_size)
+    sides: dict[str, Any] = {
+        "plain": lambda r: plain.round(),
+        "per_client": lambda r: fd.simulate(
+            client_fn, strategy, num_clients=w.num_clients, num_rounds=1, initial=initial, seed=r
+        ),
+        "vectorized": lambda r: fd.simulate(
+            client_fn,
+            strategy,
+            num_clients=w.num_clients,
+            num_rounds=1,
+            initial=initial,
+            seed=r,
+            executor=vectorized,
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for r in range(rounds + 1):  # round 0 warms up allocators and kernels
+        for name, run in sides.items():
+            start = time.perf_counter()
+            run(r)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    s = {name: median_s(t) for name, t in times.items()}
+    train_flops = 3 * forward_flops(model_fn(), (1, 28, 28)) * w.per_round * w.per_client * EPOCHS
     return {
-        "federa_s_per_round": round(federa_s, 4),
-        "plain_s_per_round": round(plain_s, 4),
-        "ratio": round(federa_s / plain_s, 3),
+        "s_per_round": s,
+        "vectorized_speedup_vs_plain": round(s["plain"] / s["vectorized"], 2),
+        "per_client_over_plain": round(s["per_client"] / s["plain"], 3),
+        "train_gflop_per_round": round(train_flops / 1e9, 1),
+        "flops_fraction_of_matmul": {
+            name: round(train_flops / t / peak, 3) for name, t in s.items()
+        },
+    }
+
+
+def measure_eval(
+    model: str, test: tuple[torch.Tensor, torch.Tensor], peak: float
+) -> dict[str, Any]:
+    model_fn = functools.partial(build_model, model, (1, 28, 28), 10)
+    torch.manual_seed(0)
+    arrays = module_to_arrays(model_fn())
+    evaluate_fn = make_evaluate_fn(model_fn, test)
+    evaluate_fn(0, arrays)
+    times = []
+    for r in range(3):
+        start = time.perf_counter()
+        evaluate_fn(r, arrays)
+        times.append(time.perf_counter() - start)
+    s = statistics.median(times)
+    flops = forward_flops(model_fn(), (1, 28, 28)) * len(test[0])
+    return {
+        "s": round(s, 4),
+        "images_per_s": round(len(test[0]) / s),
+        "flops_fraction_of_matmul": round(flops / s / peak, 3),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per model")
-    parser.add_argument("--models", default="mnist_2nn,mnist_cnn")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per workload")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--chunk-size", type=int, default=None, help="vectorized chunk size")
     args = parser.parse_args()
-    x, y, source = load_data(args.data_dir)
-    results = {name: measure(name, x, y, args.rounds) for name in args.models.split(",")}
+    x, y, test_x, test_y, source = load_data(args.data_dir)
+    peak = matmul_flops_per_s()
+    names = args.workloads.split(",")
+    results = {n: measure(WORKLOADS[n], (x, y), args.rounds, args.chunk_size, peak) for n in names}
+    models = sorted({WORKLOADS[n].model for n in names})
+    evaluation = {m: measure_eval(m, (test_x, test_y), peak) for m in models}
+    peak_end = matmul_flops_per_s()
     print(
         json.dumps(
             {
                 "bench": "simulation",
-                "workload": "McMahan MNIST: 100 clients x 600, C=0.1, E=1, B=10, SGD",
+                "workloads": {n: asdict(WORKLOADS[n]) for n in names}
+                | {"all": f"E={EPOCHS}, B={BATCH}, SGD lr={LR}"},
                 "data": source,
                 "torch_threads": torch.get_num_threads(),
                 "machine": platform.machine(),
+                "matmul_gflop_per_s": {
+                    "start": round(peak / 1e9, 1),
+                    "end": round(peak_end / 1e9, 1),
+                },
                 "rounds_measured": args.rounds,
                 "results": results,
-                "goal": "ratio <= 1.10",
+                "centralized_eval_10k": evaluation,
+                "goals": "vectorized_speedup_vs_plain >= 3 (2NN), >= 1.2 (CNN); CNN vectorized "
+                "flops_fraction_of_matmul >= 0.75; per_client_over_plain <= 1.10",
             }
         )
     )

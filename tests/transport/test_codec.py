@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -83,7 +84,7 @@ def decode_result(decoder: codec.ResultDecoder, messages: Sequence[Any]) -> tupl
         assert decoder.feed(message) is None
     done = decoder.feed(messages[-1])
     assert done is not None
-    return done
+    return done.task_id, done.outcome
 
 
 def spec(name: str, dtype: str, shape: Sequence[int], num_bytes: int | None = None) -> Any:
@@ -92,8 +93,8 @@ def spec(name: str, dtype: str, shape: Sequence[int], num_bytes: int | None = No
     return pb.ArraySpec(name=name, dtype=dtype, shape=list(shape), num_bytes=num_bytes)
 
 
-def chunk(offset: int, data: bytes, task_id: int = 1) -> Any:
-    return pb.Chunk(task_id=task_id, offset=offset, data=data)
+def chunk(offset: int, data: bytes, task_id: int = 1) -> codec.Chunk:
+    return codec.Chunk(task_id=task_id, offset=offset, data=data)
 
 
 # ---- round trips ----------------------------------------------------------------------
@@ -124,7 +125,7 @@ def test_the_client_id_of_a_task_is_the_decoders() -> None:
 def test_chunks_are_small_and_never_span_two_arrays() -> None:
     arrays = mixed_arrays()
     task = TrainTask(round_num=1, client_id=0, arrays=arrays)
-    chunks = [m.chunk for m in task_messages(task, task_id=41)[1:]]
+    chunks = task_messages(task, task_id=41)[1:]
     bounds, start = [], 0
     for array in arrays.values():
         bounds.append((start, start + array.nbytes))
@@ -446,7 +447,7 @@ def test_a_chunk_for_a_task_that_was_not_announced_is_refused() -> None:
         codec.TaskDecoder(0).feed(messages[1])
     decoder = codec.TaskDecoder(0)
     decoder.feed(messages[0])
-    other = pb.ServerMessage(chunk=chunk(0, messages[1].chunk.data, task_id=42))
+    other = chunk(0, messages[1].data, task_id=42)
     with pytest.raises(codec.CodecError, match="not announced"):
         decoder.feed(other)
 
@@ -563,7 +564,7 @@ def test_result_chunks_out_of_place_are_refused() -> None:
     decoder = result_decoder({7: GIVEN})
     decoder.feed(messages[0])
     with pytest.raises(codec.CodecError, match="not announced"):
-        decoder.feed(pb.ClientMessage(chunk=chunk(0, messages[1].chunk.data, task_id=8)))
+        decoder.feed(chunk(0, messages[1].data, task_id=8))
     decoder = result_decoder({7: GIVEN})
     decoder.feed(messages[0])
     with pytest.raises(codec.CodecError, match="offset"):
@@ -592,7 +593,8 @@ def test_other_client_messages_after_the_hello_are_refused(message: Any) -> None
     "message",
     [
         pytest.param(result_messages(1, EvalResult(loss=0, num_examples=1))[0], id="result"),
-        pytest.param(pb.ClientMessage(chunk=chunk(0, b"x")), id="chunk"),
+        pytest.param(chunk(0, b"x"), id="chunk"),
+        pytest.param(pb.ClientMessage(chunk=pb.Chunk(data=b"x")), id="protobuf-chunk"),
         pytest.param(pb.ClientMessage(), id="empty"),
     ],
 )
@@ -609,6 +611,8 @@ MALFORMED = [
     pytest.param(b"\x0a\x05\x08", id="truncated"),
     pytest.param(b"\x1a\x20" + b"\x00" * 4, id="length-past-end"),
     pytest.param(b"\x0a\x03\x1a\x01\xff", id="bad-utf8"),
+    pytest.param(b"\x1a\x0c\x08" + b"\xff" * 10 + b"\x01", id="chunk-varint-too-long"),
+    pytest.param(b"\x1a\x05\x08\x01\x1a\x09ab", id="chunk-data-past-end"),
 ]
 
 
@@ -630,3 +634,74 @@ def test_any_bytes_parse_or_raise_codec_error(data: bytes) -> None:
         result_decoder({1: GIVEN, 0: fd.Arrays()}).feed(message)
     with contextlib.suppress(codec.CodecError):
         codec.TaskDecoder(0, max_bytes=1 << 20).feed(codec.parse_server_message(data))
+
+
+# ---- chunks written and read without protobuf objects ------------------------------------
+
+UINT64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(task_id=UINT64, offset=UINT64, data=st.binary(max_size=300))
+def test_chunks_are_written_and_read_exactly_as_protobuf_does(
+    task_id: int, offset: int, data: bytes
+) -> None:
+    ours = codec.serialize(codec.Chunk(task_id=task_id, offset=offset, data=memoryview(data)))
+    body = pb.Chunk(task_id=task_id, offset=offset, data=data)
+    assert ours == pb.ServerMessage(chunk=body).SerializeToString()
+    assert ours == pb.ClientMessage(chunk=body).SerializeToString()
+    for parse in (codec.parse_server_message, codec.parse_client_message):
+        got = parse(ours)
+        assert isinstance(got, codec.Chunk)
+        assert (got.task_id, got.offset, bytes(got.data)) == (task_id, offset, data)
+
+
+def test_a_chunk_laid_out_otherwise_is_read_by_protobuf_and_decoded_alike() -> None:
+    """Valid protobuf that the fast reader does not take: fields in reverse order."""
+    inner = b"\x1a\x02hi" + b"\x08\x07"  # data, then task_id 7; offset 0 left out
+    message = codec.parse_server_message(b"\x1a" + bytes([len(inner)]) + inner)
+    assert not isinstance(message, codec.Chunk)
+    assert codec.message_kind(message) == "chunk"
+    decoder = codec.TaskDecoder(0)
+    header = pb.TaskHeader(task_id=7, phase=pb.TaskHeader.TRAIN, arrays=[spec("w", "|u1", [2])])
+    assert decoder.feed(pb.ServerMessage(task=header)) is None
+    done = decoder.feed(message)
+    assert done is not None
+    assert done[1].arrays["w"].tobytes() == b"hi"
+
+
+def test_chunks_on_their_way_hold_no_reference_to_the_arrays() -> None:
+    """The stream holds on to the last message it sent; that must not pin the model."""
+    array = np.arange(100, dtype=np.float32)
+    alive = weakref.ref(array)
+    outcome = TrainResult(arrays=fd.Arrays({"w": array}), num_examples=1)
+    messages = list(codec.encode_result(1, outcome, chunk_bytes=64))
+    del array, outcome
+    assert len(messages) == 1 + 400 // 64 + 1
+    assert alive() is None
+
+
+def decoded_result(arrays: fd.Arrays) -> codec.DecodedResult:
+    decoder = result_decoder({7: arrays})
+    messages = result_messages(7, TrainResult(arrays=arrays, num_examples=1))
+    for message in messages[:-1]:
+        assert decoder.feed(message) is None
+    done = decoder.feed(messages[-1])
+    assert done is not None
+    return done
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(("name", "index"), [("f32", 0), ("f32", 2), ("f64", 3), ("f16", 1)])
+def test_nan_or_inf_in_a_train_result_is_found_as_its_chunks_arrive(
+    name: str, index: int, bad: float
+) -> None:
+    values = {k: v.copy() for k, v in mixed_arrays().items()}
+    values[name].reshape(-1)[index] = bad
+    done = decoded_result(fd.Arrays(values))
+    assert not done.is_finite
+    assert_same_arrays(done.outcome.arrays, fd.Arrays(values))  # type: ignore[union-attr]  # a TrainResult
+
+
+def test_a_finite_train_result_is_finite() -> None:
+    assert decoded_result(mixed_arrays()).is_finite

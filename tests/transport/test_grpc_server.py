@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import federa as fd
-from federa.core.messages import Failure, Task, TrainResult
+from federa.core.messages import Failure, Task, TrainResult, TrainTask
 from federa.errors import TransportError
 from federa.server.history import RoundRecord
 from federa.server.loop import run_round
@@ -344,6 +345,28 @@ def test_a_straggler_fails_at_the_deadline_and_its_late_result_is_ignored(
     assert arrays.equals(fd.Arrays({k: v + 1 for k, v in SHIFTED.items()}))
 
 
+def test_results_are_received_into_earlier_results_of_the_last_cohort_only(
+    deploy: Callable[..., Deployment],
+) -> None:
+    d = deploy()
+    d.connect(ShiftClient(), client_id=0)
+    d.connect(ShiftClient(), client_id=1)
+    d.wait_for([0, 1])
+
+    def train(*ids: int) -> dict[int, Any]:
+        tasks = [TrainTask(round_num=1, client_id=i, arrays=INITIAL) for i in ids]
+        return dict(d.transport.run(tasks))
+
+    first = train(0, 1)
+    alive = {cid: [weakref.ref(a) for a in r.arrays.values()] for cid, r in first.items()}
+    del first
+    second = train(0)
+    assert second[0].arrays.equals(SHIFTED)
+    reused = [r() is a for r, a in zip(alive[0], second[0].arrays.values(), strict=True)]
+    assert reused == [True, True], "client 0's second result got fresh arrays"
+    assert [r() for r in alive[1]] == [None, None], "an idle client's arrays were kept"
+
+
 # ---- a raw client that breaks the protocol ------------------------------------------------
 
 
@@ -382,8 +405,10 @@ def huge_declared_size(task_id: int, task: Task) -> list[bytes]:
 def too_many_bytes(task_id: int, task: Task) -> list[bytes]:
     """The last chunk carries 4 bytes more than the last array holds."""
     header, *chunks = codec.encode_result(task_id, TrainResult(arrays=task.arrays, num_examples=1))
-    chunks[-1].chunk.data += b"\x00" * 4
-    return wire(iter([header, *chunks]))
+    last = codec.parse_client_message(codec.serialize(chunks[-1]))
+    assert isinstance(last, codec.Chunk)
+    longer = codec.Chunk(task_id=last.task_id, offset=last.offset, data=bytes(last.data) + bytes(4))
+    return wire(iter([header, *chunks[:-1], longer]))
 
 
 def chunk_first(task_id: int, task: Task) -> list[bytes]:

@@ -67,6 +67,21 @@ STRATEGY_PARAMETERS = (
     "lipschitz",
 )
 ATTACK_NAMES = ("constant", "labelflip", "noise", "scaled", "signflip")
+DP_MODES = ("central", "local")
+ACCOUNTANT_NAMES = ("pld", "rdp")
+# Settings that only mean something with --dp.
+DP_PARAMETERS = (
+    "noise_multiplier",
+    "clip_norm",
+    "adaptive_clip",
+    "target_delta",
+    "target_epsilon",
+    "accountant",
+)
+# Settings that only mean something with --secagg.
+SECAGG_PARAMETERS = ("secagg_threshold", "secagg_degree", "secagg_clip")
+# Where clients run (--executor); unset means serial, or process with --workers N.
+EXECUTORS = ("process", "ray", "serial", "vectorized")
 DEFAULT_NUM_CLIENTS = 10
 
 
@@ -108,14 +123,39 @@ class RunConfig:
     attack: str | None = None
     attackers: float = 0.0
     attack_scale: float = 10.0
+    dp: str | None = None
+    noise_multiplier: float | None = None
+    clip_norm: float | None = None
+    adaptive_clip: bool | None = None
+    target_delta: float | None = None
+    target_epsilon: float | None = None
+    accountant: str | None = None
+    secagg: bool | None = None
+    secagg_threshold: int | None = None
+    secagg_degree: int | None = None
+    secagg_clip: float | None = None
     seed: int = 0
     workers: int = 0
+    executor: str | None = None
+    ray_address: str | None = None
     out: str | None = None
 
     @property
     def model_name(self) -> str:
         """Return the model to train: the chosen one, or the dataset's default."""
         return self.model or DEFAULT_MODELS[self.dataset]
+
+    @property
+    def executor_name(self) -> str:
+        """Return where clients run: --executor, else ray, process or serial as implied.
+
+        Ray with --ray-address, process with --workers N, serial otherwise.
+        """
+        if self.executor is not None:
+            return self.executor
+        if self.ray_address is not None:
+            return "ray"
+        return "process" if self.workers else "serial"
 
     @property
     def evaluate_fraction(self) -> float:
@@ -180,8 +220,21 @@ FIELD_TYPES: dict[str, type] = {
     "attack": str,
     "attackers": float,
     "attack_scale": float,
+    "dp": str,
+    "noise_multiplier": float,
+    "clip_norm": float,
+    "adaptive_clip": bool,
+    "target_delta": float,
+    "target_epsilon": float,
+    "accountant": str,
+    "secagg": bool,
+    "secagg_threshold": int,
+    "secagg_degree": int,
+    "secagg_clip": float,
     "seed": int,
     "workers": int,
+    "executor": str,
+    "ray_address": str,
     "out": str,
 }
 assert set(FIELD_TYPES) == {f.name for f in fields(RunConfig)}
@@ -197,9 +250,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return float(value)
     if kind is str and isinstance(value, str):
         return value
-    if kind in (int, float) and type(value) is kind:
+    if kind in (int, float, bool) and type(value) is kind:
         return value
-    expected = {str: "a string", int: "an integer", float: "a number"}[kind]
+    expected = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[kind]
     raise ConfigError(f"{name} in {source} must be {expected}, got {value!r}")
 
 
@@ -265,6 +318,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"--attackers must be a fraction in (0, 1), got {cfg.attackers:g}")
     elif cfg.attackers:
         raise ConfigError("--attackers needs --attack")
+    validate_dp(cfg)
+    validate_secagg(cfg)
     for option, value in (("--fraction-train", cfg.fraction_train),):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{option} must be in (0, 1], got {value:g}")
@@ -281,6 +336,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _at_least("--min-partition-size", cfg.min_partition_size, 0)
     for name in ("seed", "workers", "weight_decay"):
         _at_least(_flag(name), getattr(cfg, name), 0)
+    validate_executor(cfg)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"--lr must be a positive number, got {cfg.lr:g}")
     if not 0.0 <= cfg.momentum < 1.0:
@@ -291,6 +347,64 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not Path(cfg.data_dir).is_dir():
             raise ConfigError(f"--data-dir: {cfg.data_dir} does not exist or is not a folder")
     return cfg
+
+
+def _positive(option: str, value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{option} must be a positive number, got {value:g}")
+
+
+def validate_dp(cfg: RunConfig) -> None:
+    """Check the differential-privacy settings (they need --dp; each mode needs its own)."""
+    if cfg.dp is None:
+        for name in DP_PARAMETERS:
+            if getattr(cfg, name) not in (None, False):
+                raise ConfigError(f"{_flag(name)} needs --dp central or --dp local")
+        return
+    _choice("--dp", cfg.dp, DP_MODES)
+    if cfg.accountant is not None:
+        _choice("--accountant", cfg.accountant, ACCOUNTANT_NAMES)
+    if cfg.noise_multiplier is not None and not (
+        cfg.noise_multiplier >= 0 and math.isfinite(cfg.noise_multiplier)
+    ):
+        raise ConfigError(f"--noise-multiplier must be a number >= 0, got {cfg.noise_multiplier:g}")
+    _positive("--clip-norm", cfg.clip_norm)
+    _positive("--target-epsilon", cfg.target_epsilon)
+    if cfg.target_delta is not None and not 0.0 < cfg.target_delta < 1.0:
+        raise ConfigError(f"--target-delta must be in (0, 1), got {cfg.target_delta:g}")
+    if cfg.noise_multiplier is None and cfg.target_epsilon is None:
+        raise ConfigError(
+            f"--dp {cfg.dp} needs --noise-multiplier, or --target-epsilon to size the noise"
+        )
+    if cfg.adaptive_clip and cfg.dp != "central":
+        raise ConfigError("--adaptive-clip applies to --dp central only")
+    if cfg.clip_norm is None and not cfg.adaptive_clip:
+        raise ConfigError(f"--dp {cfg.dp} needs --clip-norm (or --adaptive-clip with --dp central)")
+
+
+def validate_secagg(cfg: RunConfig) -> None:
+    """Check the secure-aggregation settings (they need --secagg)."""
+    if not cfg.secagg:
+        for name in SECAGG_PARAMETERS:
+            if getattr(cfg, name) is not None:
+                raise ConfigError(f"{_flag(name)} needs --secagg")
+        return
+    for name in ("secagg_threshold", "secagg_degree"):
+        if getattr(cfg, name) is not None:
+            _at_least(_flag(name), getattr(cfg, name), 1)
+    _positive("--secagg-clip", cfg.secagg_clip)
+
+
+def validate_executor(cfg: RunConfig) -> None:
+    """Check --executor against --workers and --ray-address."""
+    name = cfg.executor_name
+    _choice("--executor", name, EXECUTORS)
+    if cfg.ray_address is not None and name != "ray":
+        raise ConfigError(f"--ray-address needs --executor ray, not --executor {name}")
+    if name in ("serial", "vectorized") and cfg.workers:
+        raise ConfigError(f"--workers needs --executor process or ray; {name} runs in this process")
+    if name == "process" and not cfg.workers:
+        raise ConfigError("--executor process needs --workers N (N >= 1 worker processes)")
 
 
 def resolve(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:

@@ -39,12 +39,14 @@ def server_command(args: argparse.Namespace) -> int:
     """Run `federa server`; return the exit status."""
     from federa.cli.experiment import build_experiment
     from federa.cli.rundir import make_run_dir, write_run_dir
+    from federa.cli.secagg import build_secure_aggregation
     from federa.server.serve import serve
     from federa.transport.grpc.tls import server_credentials
 
     cfg = config_from_args(args)
     experiment = build_experiment(cfg)
     cfg = experiment.config
+    secure_aggregation = build_secure_aggregation(cfg, experiment.strategy)
     credentials = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -80,6 +82,7 @@ def server_command(args: argparse.Namespace) -> int:
         run_config=cfg.to_toml_dict(),
         on_round=None if args.quiet else lambda rec: _print_round(console, rec),
         on_ready=on_ready,
+        secure_aggregation=secure_aggregation,
     )
     write_run_dir(out, cfg, history)
     console.print(summary(history, out, time.perf_counter() - start), soft_wrap=True)
@@ -94,6 +97,7 @@ def _print_round(console: Console, rec: Any) -> None:
 def client_command(args: argparse.Namespace) -> int:
     """Run `federa client`; return the exit status."""
     from federa.cli.experiment import build_experiment
+    from federa.client.secagg import SecAggPlusClient
     from federa.transport.grpc.client import connect
     from federa.transport.grpc.tls import channel_credentials
 
@@ -106,11 +110,14 @@ def client_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    if cfg.dp == "central":
+        raise ConfigError("--dp central is applied by the server; a client takes --dp local")
     experiment = build_experiment(cfg)
     num = len(experiment.partitions)
     if not 0 <= args.partition_id < num:
         raise ConfigError(f"--partition-id must be in 0..{num - 1}, got {args.partition_id}")
-    client = experiment.client_fn(args.partition_id)
+    # Always ready for secure aggregation: the wrapper passes other tasks through.
+    client = SecAggPlusClient(experiment.client_fn(args.partition_id))
     credentials = None
     if args.tls_ca or args.tls_cert or args.tls_key:
         credentials = channel_credentials(

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import torch
 
 from federa.cli.config import DEFAULT_NUM_CLIENTS, RunConfig
+from federa.cli.privacy import resolve_dp, wrap_clients, wrap_strategy
 from federa.cli.strategies import build_strategy
 from federa.client.runner import ClientFn
 from federa.core.arrays import Arrays
@@ -94,7 +95,8 @@ def _calculator(root: Path) -> DatasetSplit:
             "(the operator symbols zip or folder)"
         )
     zips = sorted(symbols.glob("*.zip")) if symbols.is_dir() else []
-    return load_calculator(mnist, zips[0] if len(zips) == 1 else symbols)
+    # Framed like MNIST, as the handwriting calculator (federa predict) feeds its model.
+    return load_calculator(mnist, zips[0] if len(zips) == 1 else symbols, mnist_framing=True)
 
 
 def load_dataset(cfg: RunConfig) -> DatasetSplit:
@@ -164,7 +166,7 @@ def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Exper
             f"--num-clients {num_clients} is more than the {len(split.train)} training "
             f"examples of {cfg.dataset}; use at most {len(split.train)}"
         )
-    cfg = replace(cfg, num_clients=num_clients)
+    cfg = resolve_dp(replace(cfg, num_clients=num_clients))
     model_fn: ModelFn = functools.partial(
         build_model, cfg.model_name, split.in_shape, split.num_classes
     )
@@ -200,7 +202,8 @@ def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Exper
         min_evaluate_clients=1,
         evaluate_fn=make_evaluate_fn(model_fn, (split.test.x, split.test.y)),
     )
-    client_fn: ClientFn = functools.partial(make_client, data)
+    strategy = wrap_strategy(cfg, strategy)
+    client_fn: ClientFn = wrap_clients(cfg, functools.partial(make_client, data))
     if cfg.attack is not None:
         attackers = choose_attackers(num_clients, cfg.attackers, cfg.seed)
         client_fn = with_attack(

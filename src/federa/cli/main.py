@@ -10,13 +10,18 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from federa.cli.config import (
+    ACCOUNTANT_NAMES,
     ATTACK_NAMES,
     DATASETS,
+    DP_MODES,
+    DP_PARAMETERS,
     EMNIST_SPLITS,
+    EXECUTORS,
     FIELD_TYPES,
     MODELS,
     OPTIMIZERS,
     PARTITIONS,
+    SECAGG_PARAMETERS,
     STRATEGY_NAMES,
     STRATEGY_PARAMETERS,
     RunConfig,
@@ -72,8 +77,54 @@ _OPTION_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
     "attack": ("make some clients Byzantine (simulation only)", ATTACK_NAMES),
     "attackers": ("fraction of clients that attack, with --attack", None),
     "attack_scale": ("attack strength: update multiplier, noise sigma or constant", None),
+    "dp": (
+        "differential privacy: central (the server clips and noises, DP-FedAvg) or local "
+        "(each client clips and noises its own update)",
+        DP_MODES,
+    ),
+    "noise_multiplier": (
+        "DP noise multiplier z: noise std over the clip norm (default with --target-epsilon: "
+        "the smallest z that stays within it for --rounds)",
+        None,
+    ),
+    "clip_norm": ("DP clip norm C on each client update (with --adaptive-clip: the start)", None),
+    "adaptive_clip": (
+        "adapt the clip norm to the median update norm (Andrew et al. 2021; --dp central)",
+        None,
+    ),
+    "target_delta": ("DP delta for the epsilon reported; unset: min(1e-5, 1/N^1.1)", None),
+    "target_epsilon": ("DP budget: stop before epsilon would exceed it", None),
+    "accountant": ("DP accountant; unset: rdp (pld is tighter and slower)", ACCOUNTANT_NAMES),
+    "secagg": (
+        "secure aggregation (SecAgg+): the server learns only the sum of each round's "
+        "updates (strategies that need only that sum: fedavg, fedprox, fedavgm, fedadam, ...)",
+        None,
+    ),
+    "secagg_threshold": (
+        "SecAgg+ shares needed to recover a client's secrets, in (degree/2, degree] "
+        "(default: 2*degree//3 + 1)",
+        None,
+    ),
+    "secagg_degree": (
+        "SecAgg+ neighbours per client (default: 2*ceil(log2 n) + 1, at most n - 1)",
+        None,
+    ),
+    "secagg_clip": ("SecAgg+ per-coordinate bound on a client's update [default: 1]", None),
     "seed": ("run seed: the same seed gives the same result", None),
-    "workers": ("worker processes for clients (0 = run them in this process)", None),
+    "workers": (
+        "clients run at a time: worker processes, or Ray actors with --executor ray "
+        "(0 = in this process; with Ray, as many as the cluster's CPUs hold)",
+        None,
+    ),
+    "executor": (
+        "where clients run (default: serial, or process with --workers N, or ray with "
+        "--ray-address; vectorized trains each round's cohort of PyTorch clients together)",
+        EXECUTORS,
+    ),
+    "ray_address": (
+        "address of a running Ray cluster for --executor ray (default: start a local one)",
+        None,
+    ),
     "out": ("run directory to write (default: a new runs/<timestamp>)", None),
 }
 assert set(_OPTION_HELP) == set(FIELD_TYPES)
@@ -105,6 +156,16 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
         text, choices = _OPTION_HELP[name]
         default = getattr(_DEFAULTS, name)
         shown = default if default is not None else "-"
+        if FIELD_TYPES[name] is bool:
+            parser.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=text,
+            )
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -121,7 +182,8 @@ def _add_run_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="simulate a federated training run",
         description=(
             "Simulate federated training on this machine and write a run directory "
-            "(config.toml, history.json, metrics.csv, curves.png, model.npz). With no "
+            "(config.toml, history.json, metrics.csv, curves.png, model.safetensors, "
+            "model.npz). With no "
             "options it trains on scikit-learn's bundled digits: 10 clients, Dirichlet(0.5) "
             "label split, FedAvg, 20 rounds. Flags override values from --config."
         ),
@@ -165,7 +227,19 @@ TRAIN_OPTIONS = (
     "weight_decay",
 )
 STRATEGY_OPTIONS = ("strategy", *STRATEGY_PARAMETERS)
-SERVER_ONLY = ("rounds", "fraction_train", "fraction_evaluate", "out", *STRATEGY_OPTIONS)
+SERVER_ONLY = (
+    "rounds",
+    "fraction_train",
+    "fraction_evaluate",
+    "out",
+    *STRATEGY_OPTIONS,
+    "dp",
+    *DP_PARAMETERS,
+    "secagg",
+    *SECAGG_PARAMETERS,
+)
+# A client applies local DP itself: it needs the mode, z and C.
+CLIENT_DP_OPTIONS = ("dp", "noise_multiplier", "clip_norm")
 
 
 def _add_tls(parser: argparse.ArgumentParser, *, server: bool) -> None:
@@ -223,7 +297,7 @@ def _add_deploy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
             "exit when the server ends the run. Use the same data options as the server."
         ),
     )
-    add_options(client, [*DATA_OPTIONS, *TRAIN_OPTIONS])
+    add_options(client, [*DATA_OPTIONS, *TRAIN_OPTIONS, *CLIENT_DP_OPTIONS])
     client.add_argument("--address", default="127.0.0.1:9092", help="server host:port")
     client.add_argument(
         "--partition-id", type=int, required=True, help="which partition (and client id) this is"
@@ -267,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     from federa.cli.certs import add_certs_parser
 
     add_certs_parser(sub)
+    from federa.cli.ui import add_ui_parser
+
+    add_ui_parser(sub)
+    from federa.cli.compare import add_compare_parser
+    from federa.cli.predict import add_predict_parser
+
+    add_predict_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

@@ -1,9 +1,15 @@
-"""The run directory: config.toml, history.json, metrics.csv, curves.png, model.npz."""
+"""The run directory: config.toml, history.json, metrics.csv, curves.png and the model.
+
+The final model is written twice: model.safetensors (arrays plus what is needed to use
+them: architecture, class names, input shape and format; see
+`federa.server.model_file`) and model.npz (the bare arrays, for numpy users).
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import math
 import os
 from pathlib import Path
@@ -12,8 +18,16 @@ from typing import Any
 import numpy as np
 
 from federa.cli.config import RunConfig
+from federa.data.calculator import CALCULATOR_CLASSES, CALCULATOR_FRAMING
+from federa.data.dataset import DatasetSplit
 from federa.errors import ConfigError
 from federa.server.history import History, RoundRecord
+from federa.server.model_file import MODEL_FILE, save_model_file
+
+# What a run of each dataset feeds its model, when the caller does not pass the split.
+_KNOWN_INPUTS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "calculator": ((1, 28, 28), CALCULATOR_CLASSES),
+}
 
 
 def make_run_dir(out: str | None, root: Path = Path("runs")) -> Path:
@@ -123,7 +137,8 @@ def plot_curves(path: Path, history: History, title: str = "") -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_lines():  # a run without metrics has nothing to label
+            ax.legend()
     ax_acc.set_ylim(0, 1)
     if title:
         fig.suptitle(title)
@@ -133,8 +148,48 @@ def plot_curves(path: Path, history: History, title: str = "") -> None:
     os.replace(tmp, path)
 
 
-def write_run_dir(path: Path, cfg: RunConfig, history: History) -> None:
-    """Write every output file of a finished run into `path`."""
+def model_metadata(cfg: RunConfig, split: DatasetSplit | None = None) -> dict[str, str]:
+    """Return the strings model.safetensors records beside the arrays of a run.
+
+    Keys: "model" (a `federa.torch.models.MODELS` name), "dataset", "strategy",
+    "rounds", "seed", and where known "in_shape" and "class_names" (JSON lists), "input"
+    (pixel scale and polarity) and, for the calculator, "framing".
+    """
+    meta = {
+        "model": cfg.model_name,
+        "dataset": cfg.dataset,
+        "strategy": cfg.strategy,
+        "rounds": str(cfg.rounds),
+        "seed": str(cfg.seed),
+    }
+    in_shape, class_names = (
+        (split.in_shape, split.train.class_names)
+        if split is not None
+        else _KNOWN_INPUTS.get(cfg.dataset, ((), ()))
+    )
+    if in_shape:
+        meta["in_shape"] = json.dumps(list(in_shape))
+    if class_names:
+        meta["class_names"] = json.dumps(list(class_names), ensure_ascii=False)
+    if cfg.dataset in ("calculator", "mnist", "emnist", "femnist"):
+        meta["input"] = "grayscale in [0, 1], white ink on black"
+    if cfg.dataset == "calculator":
+        meta["framing"] = CALCULATOR_FRAMING
+    return meta
+
+
+def write_run_dir(
+    path: Path, cfg: RunConfig, history: History, *, split: DatasetSplit | None = None
+) -> None:
+    """Write every output file of a finished run into `path`.
+
+    Args:
+        path: The run directory (it exists).
+        cfg: The resolved config.
+        history: The run's history; its final arrays become the model files.
+        split: The data the run trained on, for the model's class names and input
+            shape (known without it for the calculator).
+    """
     write_config(path / "config.toml", cfg)
     _atomic_write(path / "history.json", history.to_json() + "\n")
     write_metrics_csv(path / "metrics.csv", history)
@@ -142,6 +197,7 @@ def write_run_dir(path: Path, cfg: RunConfig, history: History) -> None:
         path / "curves.png", history, title=f"{cfg.dataset} / {cfg.model_name} / {cfg.strategy}"
     )
     if history.arrays is not None:
+        save_model_file(path / MODEL_FILE, history.arrays, model_metadata(cfg, split))
         tmp = path / "model.tmp.npz"
         with tmp.open("wb") as fh:
             np.savez(fh, allow_pickle=False, **history.arrays.to_dict())

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from federa.client.base import Client
 from federa.core.messages import (
+    PROTOCOL_KEY,
     EvalResult,
     Failure,
     Task,
@@ -38,7 +39,8 @@ def _check_train(task: TrainTask, result: object) -> TrainResult:
         raise TypeError(f"num_examples must be an int, got {result.num_examples!r}")
     if result.num_examples < 0:
         raise ValueError(f"num_examples must be >= 0, got {result.num_examples}")
-    if not result.arrays.same_spec(task.arrays):
+    # A protocol step (secure aggregation) answers with the protocol's own arrays.
+    if PROTOCOL_KEY not in task.config and not result.arrays.same_spec(task.arrays):
         raise ValueError(
             f"fit() returned arrays {result.arrays.spec()} but was sent {task.arrays.spec()}"
         )

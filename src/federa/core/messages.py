@@ -21,6 +21,15 @@ Metrics: TypeAlias = Mapping[str, float]
 
 Phase: TypeAlias = Literal["train", "evaluate"]
 
+PROTOCOL_KEY = "federa.protocol"
+"""Config key of a training task that is one step of a multi-step protocol.
+
+Its value names the protocol and the step ("secagg+/share", see
+`federa.privacy.secagg`). Such a task is answered with the protocol's own arrays (keys,
+ciphertexts, a masked vector), so the runner and the transports accept result arrays
+whose names, dtypes or shapes differ from the task's.
+"""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainTask:

@@ -13,11 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from federa.data.dataset import Dataset, DatasetSplit
+from federa.data.framing import frame_many, stretch_ink
 from federa.data.mnist import load_mnist
 from federa.data.symbols import SYMBOL_CHARS, load_symbols
 from federa.errors import ConfigError, FederaError
 
-__all__ = ["CALCULATOR_CLASSES", "load_calculator"]
+__all__ = ["CALCULATOR_CLASSES", "CALCULATOR_FRAMING", "load_calculator"]
 
 CALCULATOR_CLASSES: tuple[str, ...] = (
     *(str(digit) for digit in range(10)),
@@ -29,6 +30,12 @@ CALCULATOR_CLASSES: tuple[str, ...] = (
     ".",
 )
 """The character of each label: digits 0-9 are labels 0-9, the operators 10-15."""
+
+CALCULATOR_FRAMING = (
+    "mnist: ink fitted in a 20x20 box, centre of mass at the centre of 28x28; "
+    "ink scaled so that its median pixel is 1"
+)
+"""How `load_calculator(..., mnist_framing=True)` frames every symbol (see data.framing)."""
 
 _NUM_DIGITS = 10
 
@@ -58,9 +65,20 @@ def _symbol_labels(symbols: Dataset, source: str | os.PathLike[str]) -> npt.NDAr
     return mapping[symbols.y]
 
 
-def _join(digits: Dataset, symbols: Dataset, source: str | os.PathLike[str], name: str) -> Dataset:
+def _join(
+    digits: Dataset,
+    symbols: Dataset,
+    source: str | os.PathLike[str],
+    name: str,
+    *,
+    mnist_framing: bool,
+) -> Dataset:
+    # MNIST's digits are framed already; the operators are framed here, and both get
+    # the same contrast (see federa.data.framing).
+    operators = frame_many(symbols.x) if mnist_framing else symbols.x
+    numbers = stretch_ink(digits.x) if mnist_framing else digits.x
     return Dataset(
-        x=np.concatenate([digits.x, symbols.x]),
+        x=np.concatenate([numbers, operators]),
         y=np.concatenate([digits.y, _symbol_labels(symbols, source)]),
         num_classes=len(CALCULATOR_CLASSES),
         name=name,
@@ -74,6 +92,7 @@ def load_calculator(
     *,
     max_digits_per_class: int | None = None,
     seed: int = 0,
+    mnist_framing: bool = False,
 ) -> DatasetSplit:
     """Load MNIST digits and handwritten operators as one 16-class dataset.
 
@@ -85,11 +104,21 @@ def load_calculator(
     keeping a seeded random subset of each digit's training images (in their original
     order). The test set is never subsampled, so accuracies stay comparable.
 
+    The operators come at the size they were written relative to a digit (a dot is a
+    few pixels wide). `mnist_framing` re-frames each one as MNIST frames its digits
+    (ink fitted in a 20x20 box, centred by mass) and gives every image, digit or
+    operator, the same contrast (median ink pixel at 1; see `federa.data.framing`), so
+    a model learns the symbols' shapes rather than their sources and reads them
+    whatever size they were written: the handwriting calculator trains on this form
+    (`CALCULATOR_FRAMING`).
+
     Args:
         mnist_dir: The folder of MNIST IDX files, as for `load_mnist`.
         symbols_path: The operator zip or folder, as for `load_symbols`.
         max_digits_per_class: Most training images kept per digit; None keeps them all.
         seed: Seed of the digit subsampling, >= 0; unused when nothing is subsampled.
+        mnist_framing: Frame the operators like MNIST digits (the digits already are)
+            and give every image the same contrast.
 
     Raises:
         ConfigError: `max_digits_per_class` or `seed` is out of range.
@@ -110,6 +139,14 @@ def load_calculator(
         keep = _subsample_digits(digits_train, max_digits_per_class, seed)
         digits_train = digits_train.subset(keep)
     return DatasetSplit(
-        train=_join(digits_train, symbols.train, symbols_path, "calculator-train"),
-        test=_join(mnist.test, symbols.test, symbols_path, "calculator-test"),
+        train=_join(
+            digits_train,
+            symbols.train,
+            symbols_path,
+            "calculator-train",
+            mnist_framing=mnist_framing,
+        ),
+        test=_join(
+            mnist.test, symbols.test, symbols_path, "calculator-test", mnist_framing=mnist_framing
+        ),
     )

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
 from federa.core.arrays import Arrays
-from federa.core.messages import EvalResult, Failure, Task, TrainResult
+from federa.core.messages import (
+    EvalResult,
+    EvalTask,
+    Failure,
+    Task,
+    TaskResult,
+    TrainResult,
+    TrainTask,
+)
 from federa.core.rng import round_rng
 from federa.errors import ConfigError, TransportError
 from federa.server.history import History, RoundRecord
@@ -22,45 +30,197 @@ logger = logging.getLogger(__name__)
 
 OnRound = Callable[[RoundRecord], None]
 R = TypeVar("R", TrainResult, EvalResult)
+T = TypeVar("T", bound=TrainTask | EvalTask)
+
+
+@runtime_checkable
+class RoundAwareTransport(Protocol):
+    """A transport that wants to know round boundaries (optional, on top of `Transport`).
+
+    Simulated heterogeneity uses it: which clients are available depends on the round,
+    and the simulated wall-clock time of a round is reported back into its timings.
+    """
+
+    def begin_round(self, round_num: int) -> None:
+        """Prepare for round `round_num` (called before its clients are listed)."""
+        ...
+
+    def end_round(self, round_num: int) -> Mapping[str, float]:
+        """Finish round `round_num` and return timings to add to its record."""
+        ...
+
+
+def _outcome(task: Task, outcome: TaskResult, kind: type[R]) -> R | Failure:
+    if isinstance(outcome, kind | Failure):
+        return outcome
+    return Failure(
+        client_id=task.client_id,
+        round_num=task.round_num,
+        phase=task.phase,
+        message=f"expected a {kind.__name__}, got {type(outcome).__name__}",
+    )
+
+
+def _gather(
+    transport: Transport, tasks: Sequence[Task], kind: type[R], on_result: Callable[[int, R], None]
+) -> list[Failure]:
+    """Run tasks and hand each result to `on_result` in the order of `tasks`.
+
+    The callers sort tasks by client id, so results are aggregated in client-id order.
+    Results that arrive early wait in a small reorder buffer until every client before
+    them has answered, so aggregation never depends on the order in which clients
+    finished; with an executor that yields in task order the buffer stays empty, and no
+    more than one result is held here at a time.
+
+    Returns:
+        The failures, sorted by client id (clients that never answered included).
+    """
+    expected = {t.client_id: t for t in tasks}
+    if len(expected) != len(tasks):
+        raise ConfigError("a strategy sampled the same client twice in one round")
+    order = [t.client_id for t in tasks]
+    buffer: dict[int, R | Failure] = {}
+    failures: list[Failure] = []
+    seen: set[int] = set()
+    position = 0
+
+    def release(outcome: R | Failure) -> None:
+        nonlocal position
+        position += 1
+        if isinstance(outcome, Failure):
+            failures.append(outcome)
+        else:
+            on_result(order[position - 1], outcome)
+
+    outcomes = transport.run(tasks)
+    try:
+        for client_id, outcome in outcomes:
+            task = expected.get(client_id)
+            if task is None or client_id in seen:
+                raise TransportError(
+                    f"transport returned an unexpected result for client {client_id}"
+                )
+            seen.add(client_id)
+            buffer[client_id] = _outcome(task, outcome, kind)
+            while position < len(order) and order[position] in buffer:
+                release(buffer.pop(order[position]))
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()  # stop a generator (and its workers) left behind by an exception
+    while position < len(order):
+        task = expected[order[position]]
+        missing = Failure(
+            client_id=task.client_id,
+            round_num=task.round_num,
+            phase=task.phase,
+            message="no result received",
+        )
+        release(buffer.pop(task.client_id, missing))
+    return failures
 
 
 def _collect(
     transport: Transport, tasks: Sequence[Task], kind: type[R]
 ) -> tuple[list[tuple[int, R]], list[Failure]]:
-    """Run tasks and split the outcome into results and failures, both sorted by client id.
+    """Run tasks and return all results and failures, both sorted by client id."""
+    results: list[tuple[int, R]] = []
+    failures = _gather(transport, _by_client(tasks), kind, lambda cid, r: results.append((cid, r)))
+    return results, failures
 
-    Sorting makes aggregation independent of the order in which clients finished.
+
+def _by_client(tasks: Sequence[T]) -> list[T]:
+    return sorted(tasks, key=lambda t: t.client_id)
+
+
+Collect = Callable[[Sequence[TrainTask]], tuple[list[tuple[int, TrainResult]], list[Failure]]]
+
+
+class SecureAggregation(Protocol):
+    """Aggregates a round's training results so the server sees only their weighted sum.
+
+    See `federa.privacy.secagg.SecAggPlus`, the implementation federa ships.
     """
-    expected = {t.client_id: t for t in tasks}
-    if len(expected) != len(tasks):
-        raise ConfigError("a strategy sampled the same client twice in one round")
-    results: dict[int, R] = {}
-    failures: dict[int, Failure] = {}
-    for client_id, outcome in transport.run(tasks):
-        task = expected.get(client_id)
-        if task is None or client_id in results or client_id in failures:
-            raise TransportError(f"transport returned an unexpected result for client {client_id}")
-        if isinstance(outcome, kind):
-            results[client_id] = outcome
-        elif isinstance(outcome, Failure):
-            failures[client_id] = outcome
-        else:
-            failures[client_id] = Failure(
-                client_id=client_id,
-                round_num=task.round_num,
-                phase=task.phase,
-                message=f"expected a {kind.__name__}, got {type(outcome).__name__}",
-            )
-    missing = sorted(set(expected) - set(results) - set(failures))
-    for client_id in missing:
-        task = expected[client_id]
-        failures[client_id] = Failure(
-            client_id=client_id,
-            round_num=task.round_num,
-            phase=task.phase,
-            message="no result received",
+
+    def check_strategy(self, strategy: Strategy) -> None:
+        """Raise ConfigError if `strategy` needs more than the weighted sum."""
+        ...
+
+    def aggregate(
+        self, tasks: Sequence[TrainTask], collect: Collect, *, seed: int
+    ) -> tuple[list[tuple[int, TrainResult]], list[Failure]]:
+        """Run the protocol's stages through `collect`; return one aggregated result."""
+        ...
+
+
+def _train(
+    strategy: Strategy,
+    transport: Transport,
+    ctx: RoundContext,
+    arrays: Arrays,
+    rec: RoundRecord,
+    secure_aggregation: SecureAggregation | None = None,
+) -> Arrays:
+    """Run the training phase and return the arrays for the next round.
+
+    A strategy that offers a streaming accumulator aggregates each result as it arrives
+    (in client-id order); the others get every result at once. Under secure
+    aggregation the strategy gets one result: the cohort's weighted mean.
+    """
+    tasks = _by_client(strategy.configure_train(ctx, arrays, transport.available_clients()))
+    rec.num_sampled = len(tasks)
+    if not tasks:
+        return arrays
+    accumulator = None if secure_aggregation else strategy.begin_train_aggregation(ctx, arrays)
+    if secure_aggregation is not None:
+        results, failures = secure_aggregation.aggregate(
+            tasks, lambda batch: _collect(transport, batch, TrainResult), seed=ctx.seed
         )
-    return sorted(results.items()), [failures[k] for k in sorted(failures)]
+        rec.num_results = len(tasks) - len(failures)  # every client in the sum
+        new, metrics = strategy.aggregate_train(ctx, arrays, results, failures)
+    elif accumulator is None:
+        results, failures = _collect(transport, tasks, TrainResult)
+        rec.num_results = len(results)
+        new, metrics = strategy.aggregate_train(ctx, arrays, results, failures)
+    else:
+        counted = _Counted(accumulator.add)
+        failures = _gather(transport, tasks, TrainResult, counted)
+        rec.num_results = counted.count
+        new, metrics = accumulator.finish(failures)
+    rec.failures = list(failures)
+    rec.train_metrics = {k: float(v) for k, v in metrics.items()}
+    if new is None:
+        return arrays
+    rec.is_accepted = True
+    return new
+
+
+class _Counted:
+    """Call `fn` and count the calls (results handed to a streaming accumulator)."""
+
+    def __init__(self, fn: Callable[[int, TrainResult], None]) -> None:
+        self.fn = fn
+        self.count = 0
+
+    def __call__(self, client_id: int, result: TrainResult) -> None:
+        self.fn(client_id, result)
+        self.count += 1
+
+
+def _evaluate(
+    strategy: Strategy, transport: Transport, ctx: RoundContext, arrays: Arrays, rec: RoundRecord
+) -> None:
+    """Run the distributed evaluation phase."""
+    tasks = _by_client(strategy.configure_evaluate(ctx, arrays, transport.available_clients()))
+    rec.num_eval_sampled = len(tasks)
+    if not tasks:
+        return
+    results, failures = _collect(transport, tasks, EvalResult)
+    rec.num_eval_results = len(results)
+    rec.failures.extend(failures)
+    loss, metrics = strategy.aggregate_evaluate(ctx, results, failures)
+    rec.eval_loss = None if loss is None else float(loss)
+    rec.eval_metrics = {k: float(v) for k, v in metrics.items()}
 
 
 def _centralized(strategy: Strategy, ctx: RoundContext, arrays: Arrays, rec: RoundRecord) -> None:
@@ -74,35 +234,26 @@ def _centralized(strategy: Strategy, ctx: RoundContext, arrays: Arrays, rec: Rou
 
 
 def run_round(
-    strategy: Strategy, transport: Transport, arrays: Arrays, round_num: int, seed: int
+    strategy: Strategy,
+    transport: Transport,
+    arrays: Arrays,
+    round_num: int,
+    seed: int,
+    secure_aggregation: SecureAggregation | None = None,
 ) -> tuple[Arrays, RoundRecord]:
     """Run one round (train, distributed evaluation, centralized evaluation)."""
     ctx = RoundContext(round_num=round_num, rng=round_rng(seed, round_num), seed=seed)
     rec = RoundRecord(round_num=round_num)
+    hooks = transport if isinstance(transport, RoundAwareTransport) else None
+    if hooks is not None:
+        hooks.begin_round(round_num)
     t0 = time.perf_counter()
-
-    tasks = strategy.configure_train(ctx, arrays, transport.available_clients())
-    rec.num_sampled = len(tasks)
-    if tasks:
-        results, failures = _collect(transport, tasks, TrainResult)
-        rec.num_results, rec.failures = len(results), list(failures)
-        new, metrics = strategy.aggregate_train(ctx, arrays, results, failures)
-        rec.train_metrics = {k: float(v) for k, v in metrics.items()}
-        if new is not None:
-            arrays, rec.is_accepted = new, True
+    arrays = _train(strategy, transport, ctx, arrays, rec, secure_aggregation)
     t1 = time.perf_counter()
-
-    eval_tasks = strategy.configure_evaluate(ctx, arrays, transport.available_clients())
-    rec.num_eval_sampled = len(eval_tasks)
-    if eval_tasks:
-        eval_results, eval_failures = _collect(transport, eval_tasks, EvalResult)
-        rec.num_eval_results = len(eval_results)
-        rec.failures.extend(eval_failures)
-        loss, eval_metrics = strategy.aggregate_evaluate(ctx, eval_results, eval_failures)
-        rec.eval_loss = None if loss is None else float(loss)
-        rec.eval_metrics = {k: float(v) for k, v in eval_metrics.items()}
+    _evaluate(strategy, transport, ctx, arrays, rec)
     t2 = time.perf_counter()
-
+    if hooks is not None:
+        rec.timings.update({k: float(v) for k, v in hooks.end_round(round_num).items()})
     _centralized(strategy, ctx, arrays, rec)
     rec.timings.update(train_s=t1 - t0, evaluate_s=t2 - t1)
     rec.timings["total_s"] = time.perf_counter() - t0
@@ -131,6 +282,7 @@ def run_rounds(
     on_round: OnRound | None = None,
     resume_from: History | None = None,
     on_checkpoint: OnCheckpoint | None = None,
+    secure_aggregation: SecureAggregation | None = None,
 ) -> History:
     """Drive `strategy` for `num_rounds` rounds over `transport` from `initial` arrays.
 
@@ -148,6 +300,9 @@ def run_rounds(
             round_num) it continues exactly as an uninterrupted run would.
         on_checkpoint: Called after round 0 and every round with (round_num, arrays,
             history), for example to write a checkpoint.
+        secure_aggregation: Aggregate every round's training results securely (see
+            `federa.privacy.secagg.SecAggPlus`); the strategy must only need their
+            weighted sum.
 
     Returns:
         The run's History, with the final arrays in `History.arrays`.
@@ -156,6 +311,8 @@ def run_rounds(
         raise ConfigError(f"num_rounds must be >= 1, got {num_rounds}")
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
+    if secure_aggregation is not None:
+        secure_aggregation.check_strategy(strategy)
     arrays = initial
     if resume_from is not None:
         history = resume_from
@@ -172,7 +329,7 @@ def run_rounds(
         if on_checkpoint is not None:
             on_checkpoint(0, arrays, history)
     for round_num in range(done + 1, num_rounds + 1):
-        arrays, rec = run_round(strategy, transport, arrays, round_num, seed)
+        arrays, rec = run_round(strategy, transport, arrays, round_num, seed, secure_aggregation)
         history.rounds.append(rec)
         if on_round is not None:
             on_round(rec)

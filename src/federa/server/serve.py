@@ -13,7 +13,7 @@ from federa.core.arrays import Arrays
 from federa.errors import ConfigError
 from federa.server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from federa.server.history import History
-from federa.server.loop import OnRound, run_rounds
+from federa.server.loop import OnRound, SecureAggregation, run_rounds
 from federa.strategy.base import Strategy
 from federa.transport.grpc.server import GrpcServer, GrpcTransport
 
@@ -37,6 +37,7 @@ def serve(
     run_config: Mapping[str, Any] | None = None,
     on_round: OnRound | None = None,
     on_ready: Callable[[int], None] | None = None,
+    secure_aggregation: SecureAggregation | None = None,
 ) -> History:
     """Serve a federated run to clients connecting over gRPC.
 
@@ -61,12 +62,17 @@ def serve(
             checkpoint of a run with another description is refused on resume.
         on_round: Called with each round's record.
         on_ready: Called with the bound port once the server listens.
+        secure_aggregation: Aggregate each round's training results securely, for
+            example with `federa.privacy.secagg.SecAggPlus` (the clients must wrap
+            themselves in `federa.client.secagg.SecAggPlusClient`; `federa client` does).
 
     Returns:
         The run's History with the final arrays.
     """
     if min_clients < 1:
         raise ConfigError(f"--min-clients must be >= 1, got {min_clients}")
+    if secure_aggregation is not None:
+        secure_aggregation.check_strategy(strategy)  # before anyone waits for the run
     config = dict(run_config or {})
     history: History | None = None
     arrays = initial
@@ -120,6 +126,7 @@ def serve(
             on_round=on_round,
             resume_from=history,
             on_checkpoint=checkpoint,
+            secure_aggregation=secure_aggregation,
         )
     finally:
         server.stop()

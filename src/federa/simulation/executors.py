@@ -6,8 +6,9 @@ import multiprocessing
 import os
 import pickle
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -57,26 +58,35 @@ class ProcessExecutor:
     whole run rather than once per task. Workers use the "spawn" start method, which is
     safe with PyTorch's thread pools.
 
-    Results do not depend on the number of workers: the round loop sorts them by client
-    id before aggregating, and every worker computes with the same number of intra-op
-    threads. That number is part of the result, not only of the speed: PyTorch's CPU
-    kernels (convolutions in particular) reduce in a different order with a different
-    thread count, which changes the last bits of a model. It therefore defaults to 1
-    for every worker count, and a serial run matches a process run bit for bit when it
-    uses the same count (`torch.set_num_threads(1)`).
+    Results come back in task order, with at most `max_in_flight` tasks submitted and
+    not yet handed back, so the round loop can aggregate them as they arrive without
+    ever holding the cohort's results. They do not depend on the number of workers:
+    the round loop aggregates in client-id order, and every worker computes with the
+    same number of intra-op threads. That number is part of the result, not only of the
+    speed: PyTorch's CPU kernels (convolutions in particular) reduce in a different
+    order with a different thread count, which changes the last bits of a model. It
+    therefore defaults to 1 for every worker count, and a serial run matches a process
+    run bit for bit when it uses the same count (`torch.set_num_threads(1)`).
 
     Args:
         num_workers: Worker processes (>= 1).
         threads_per_worker: Intra-op threads in each worker (default 1).
+        max_in_flight: Most tasks submitted but not yet handed back (default twice the
+            workers, which keeps every worker busy while the head of the queue finishes).
     """
 
-    def __init__(self, num_workers: int, threads_per_worker: int = 1) -> None:
+    def __init__(
+        self, num_workers: int, threads_per_worker: int = 1, max_in_flight: int | None = None
+    ) -> None:
         if num_workers < 1:
             raise ConfigError(f"workers must be >= 1, got {num_workers}")
         if threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker must be >= 1, got {threads_per_worker}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.num_workers = num_workers
         self.threads_per_worker = threads_per_worker
+        self.max_in_flight = max_in_flight if max_in_flight is not None else 2 * num_workers
         self._pool: ProcessPoolExecutor | None = None
         self._client_fn: ClientFn | None = None
 
@@ -101,16 +111,20 @@ class ProcessExecutor:
         return self._pool
 
     def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
-        """Submit every task and yield `(index, result)` as workers finish them."""
+        """Yield `(index, result)` in task order, keeping at most `max_in_flight` submitted."""
         pool = self._ensure_pool(client_fn)
-        pending: dict[Future[Any], int] = {
-            pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = pending.pop(future)
+        pending: deque[tuple[int, Future[Any]]] = deque()
+        submitted = 0
+        try:
+            while submitted < len(tasks) or pending:
+                while submitted < len(tasks) and len(pending) < self.max_in_flight:
+                    pending.append((submitted, pool.submit(_run_in_worker, tasks[submitted])))
+                    submitted += 1
+                index, future = pending.popleft()
                 yield index, self._outcome(future, tasks[index])
+        finally:
+            for _, future in pending:  # the consumer stopped early: drop what has not started
+                future.cancel()
 
     def _outcome(self, future: Future[Any], task: Task) -> TaskResult:
         try:

@@ -2,13 +2,118 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
-from federa.core.arrays import Arrays
+from federa.core.arrays import Arrays, NDArray
 from federa.core.messages import Metrics
 from federa.errors import AggregationError
+
+
+class RunningWeightedMean:
+    """Accumulate sum_k w_k (x_k - r) one result at a time, for a streaming weighted mean.
+
+    The reference r is either given (the global arrays, for a server optimizer's
+    pseudo-gradient) or the first result added. Averaging differences from the first
+    result makes identical results give that result bit for bit (even subnormals), and
+    values far from zero lose less precision than in a plain weighted sum. Sums are kept
+    in float64 whatever the arrays' dtype.
+
+    Memory is O(1) model copies however many results are added: the reference, one
+    float64 sum per array and one float64 scratch buffer. The floats depend on the order
+    of `add` calls, so callers add results in client-id order.
+
+    Args:
+        reference: The arrays differences are taken from; the first result if None.
+            It is read, never written, and must not change while the mean is used.
+        names: The arrays to average (all of the reference's, or of the first result's,
+            if None); the other arrays of each result are ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        reference: Mapping[str, NDArray] | None = None,
+        names: Collection[str] | None = None,
+    ) -> None:
+        self._names = None if names is None else set(names)
+        self._first: Arrays | None = None
+        self._reference: dict[str, NDArray] = {}
+        self._sums: dict[str, NDArray] = {}
+        self._scratch = np.empty(0, dtype=np.float64)
+        self._has_given_reference = reference is not None
+        if reference is not None:
+            self._start(reference)
+        self.total_weight = 0.0
+        self.count = 0
+
+    def _start(self, reference: Mapping[str, NDArray]) -> None:
+        self._reference = {
+            n: a for n, a in reference.items() if self._names is None or n in self._names
+        }
+        self._sums = {n: np.zeros(a.shape, dtype=np.float64) for n, a in self._reference.items()}
+        size = max((a.size for a in self._reference.values()), default=0)
+        self._scratch = np.empty(size, dtype=np.float64)
+
+    def add(self, arrays: Arrays, weight: float) -> None:
+        """Add one result with weight `weight` (>= 0).
+
+        Raises:
+            AggregationError: The weight is negative or not finite, or the arrays differ
+                in names, shapes or dtypes from the first result added.
+        """
+        if not (math.isfinite(weight) and weight >= 0):
+            raise AggregationError(f"weights must be finite and >= 0, got {weight}")
+        if self._first is None:
+            self._first = arrays
+            if not self._has_given_reference:
+                # The first result is the reference: its difference from itself is zero.
+                self._start(arrays)
+                self.total_weight += float(weight)
+                self.count += 1
+                return
+        elif not arrays.same_spec(self._first):
+            raise AggregationError(
+                f"result {self.count} has arrays {arrays.spec()} but result 0 has "
+                f"{self._first.spec()}"
+            )
+        w = float(weight)
+        for name, ref in self._reference.items():
+            scratch = self._scratch[: ref.size].reshape(ref.shape)
+            np.subtract(arrays[name], ref, out=scratch, dtype=np.float64)
+            scratch *= w
+            self._sums[name] += scratch
+        self.total_weight += w
+        self.count += 1
+
+    def _check_nonempty(self) -> None:
+        if self.count == 0:
+            raise AggregationError("cannot average zero results")
+        if not self.total_weight > 0:
+            raise AggregationError("weights must have a positive sum, got 0")
+
+    def offsets(self) -> dict[str, NDArray]:
+        """Return sum_k w_k (x_k - r) / sum_k w_k per array, in float64."""
+        self._check_nonempty()
+        return {name: s / self.total_weight for name, s in self._sums.items()}
+
+    def mean(self) -> Arrays:
+        """Return the weighted mean, cast back to each array's dtype.
+
+        Integer and boolean arrays (for example BatchNorm's `num_batches_tracked`) are
+        averaged and rounded.
+        """
+        self._check_nonempty()
+        out: dict[str, NDArray] = {}
+        for name, ref in self._reference.items():
+            acc = self._sums[name] / self.total_weight
+            acc += ref
+            if ref.dtype.kind in "iub":
+                acc = np.rint(acc)
+            out[name] = acc.astype(ref.dtype)
+        return Arrays(out)
 
 
 def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
@@ -16,7 +121,8 @@ def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
 
     Floating arrays are accumulated in float64 and cast back to their own dtype, so the
     result does not depend on the float32 rounding of partial sums. Integer arrays (for
-    example BatchNorm's `num_batches_tracked`) are averaged and rounded.
+    example BatchNorm's `num_batches_tracked`) are averaged and rounded. The result is
+    bit for bit that of a `RunningWeightedMean` fed the same arrays in the same order.
 
     Raises:
         AggregationError: if there is nothing to average, the weights are not positive,
@@ -29,30 +135,32 @@ def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
     w = np.asarray(weights, dtype=np.float64)
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise AggregationError(f"weights must be >= 0 with a positive sum, got {w.tolist()}")
-    reference = arrays[0]
-    for i, a in enumerate(arrays[1:], start=1):
-        if not a.same_spec(reference):
-            raise AggregationError(
-                f"result {i} has arrays {a.spec()} but result 0 has {reference.spec()}"
-            )
-    w = w / w.sum()
-    out: dict[str, np.ndarray] = {}
-    for name, ref in reference.items():
-        # Average the differences from the first result and add them back: identical
-        # results then give that result bit for bit (even subnormals), and values far
-        # from zero lose less precision than in a plain weighted sum.
-        base = ref.astype(np.float64)
-        acc = np.zeros(ref.shape, dtype=np.float64)
-        scratch = np.empty(ref.shape, dtype=np.float64)
-        for wk, a in zip(w[1:], arrays[1:], strict=True):
-            np.subtract(a[name], base, out=scratch)
-            scratch *= wk
-            acc += scratch
-        acc += base
-        if ref.dtype.kind in "iub":
-            acc = np.rint(acc)
-        out[name] = acc.astype(ref.dtype)
-    return Arrays(out)
+    running = RunningWeightedMean()
+    for a, wk in zip(arrays, w, strict=True):
+        running.add(a, float(wk))
+    return running.mean()
+
+
+class RunningMetrics:
+    """Accumulate example-weighted metrics one client at a time (see `weighted_metrics`)."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, num_examples: int, metrics: Metrics) -> None:
+        """Add one client's metrics, weighted by its example count."""
+        for name, value in metrics.items():
+            self._totals[name] = self._totals.get(name, 0.0) + num_examples * float(value)
+            self._counts[name] = self._counts.get(name, 0) + num_examples
+
+    def result(self) -> dict[str, float]:
+        """Return the weighted means, sorted by name."""
+        return {
+            k: self._totals[k] / self._counts[k]
+            for k in sorted(self._totals)
+            if self._counts[k] > 0
+        }
 
 
 def weighted_metrics(metrics: Sequence[tuple[int, Metrics]]) -> dict[str, float]:
@@ -60,10 +168,7 @@ def weighted_metrics(metrics: Sequence[tuple[int, Metrics]]) -> dict[str, float]
 
     A metric a client did not report is averaged over the clients that did.
     """
-    totals: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    running = RunningMetrics()
     for num_examples, m in metrics:
-        for name, value in m.items():
-            totals[name] = totals.get(name, 0.0) + num_examples * float(value)
-            counts[name] = counts.get(name, 0) + num_examples
-    return {k: totals[k] / counts[k] for k in sorted(totals) if counts[k] > 0}
+        running.add(num_examples, m)
+    return running.result()

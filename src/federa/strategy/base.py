@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,17 +63,53 @@ class RoundContext:
         )
 
 
+class TrainAccumulator(Protocol):
+    """A streaming form of a strategy's `aggregate_train`, fed one result at a time.
+
+    The round loop calls `add` once per training result, in increasing client-id order,
+    then `finish` once. Fed the same results in that order, `finish` returns exactly the
+    floats `aggregate_train` returns, while holding O(1) model copies instead of the
+    whole cohort's.
+    """
+
+    def add(self, client_id: int, result: TrainResult) -> None:
+        """Fold one client's result into the running aggregate."""
+        ...
+
+    def finish(self, failures: Sequence[Failure]) -> tuple[Arrays | None, Metrics]:
+        """Return what `aggregate_train` would: the new arrays (or None) and metrics."""
+        ...
+
+
+def accumulate(
+    accumulator: TrainAccumulator,
+    results: Sequence[tuple[int, TrainResult]],
+    failures: Sequence[Failure],
+) -> tuple[Arrays | None, Metrics]:
+    """Feed `results` (sorted by client id) to `accumulator` and finish it."""
+    for client_id, result in results:
+        accumulator.add(client_id, result)
+    return accumulator.finish(failures)
+
+
 class Strategy(ABC):
     """A federated algorithm, seen from the server.
 
-    The round loop calls, in order: `configure_train`, `aggregate_train`,
-    `configure_evaluate`, `aggregate_evaluate` and `evaluate`. Results arrive as
-    `(client_id, result)` pairs sorted by client id, whatever order they finished in.
+    The round loop calls, in order: `configure_train`, `begin_train_aggregation` and
+    then either the accumulator it returns or `aggregate_train`, `configure_evaluate`,
+    `aggregate_evaluate` and `evaluate`. Results arrive as `(client_id, result)` pairs
+    sorted by client id, whatever order they finished in.
 
     NaN and Inf: the client runner and the gRPC server already turn non-finite arrays
     into Failures; as a last line every built-in strategy also ignores a result whose
     arrays are not finite, and aggregates the rest.
     """
+
+    is_sum_only: bool = False
+    """Whether `aggregate_train` needs only the results' example-weighted mean (arrays
+    and metrics) and their total `num_examples`: then one result holding that mean gives
+    the same aggregate, and secure aggregation (`federa.privacy.secagg`) can stand in for
+    the individual results."""
 
     @abstractmethod
     def configure_train(
@@ -95,6 +131,17 @@ class Strategy(ABC):
             The new arrays, or None to keep `arrays` (the round is rejected), and
             aggregated training metrics.
         """
+
+    def begin_train_aggregation(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator | None:
+        """Return an accumulator that aggregates this round's results as they arrive.
+
+        Rules whose aggregation is a running weighted sum (FedAvg and its kin) return one,
+        so a round never holds the whole cohort's arrays; the accumulator must give the
+        same floats as `aggregate_train`. Rules that need every result at once (Krum, the
+        coordinate-wise median, ...) return None, the default, and the round loop calls
+        `aggregate_train` with all results.
+        """
+        return None
 
     def configure_evaluate(
         self, ctx: RoundContext, arrays: Arrays, available: Sequence[int]

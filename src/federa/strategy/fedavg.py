@@ -20,8 +20,8 @@ from federa.core.messages import (
     TrainTask,
 )
 from federa.errors import ConfigError
-from federa.strategy.aggregate import weighted_mean, weighted_metrics
-from federa.strategy.base import RoundContext, Strategy
+from federa.strategy.aggregate import RunningMetrics, RunningWeightedMean, weighted_metrics
+from federa.strategy.base import RoundContext, Strategy, TrainAccumulator, accumulate
 
 EvaluateFn = Callable[[int, Arrays], "tuple[float, Metrics] | None"]
 """Centralized evaluation: (round_num, arrays) -> (loss, metrics)."""
@@ -67,6 +67,8 @@ class FedAvg(Strategy):
         train_config: Config sent with every training task, or a function of round_num.
         evaluate_config: Config sent with every evaluation task, or a function of round_num.
     """
+
+    is_sum_only = True  # the weighted mean is all it needs
 
     def __init__(
         self,
@@ -121,6 +123,24 @@ class FedAvg(Strategy):
         config = self._config(self.train_config, ctx.round_num)
         return [ctx.train_task(cid, arrays, config) for cid in cohort]
 
+    def _train_accumulator(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator:
+        """Return this rule's aggregation in streaming form.
+
+        Subclasses whose rule is another running sum override this; `aggregate_train`
+        and `begin_train_aggregation` then both follow.
+        """
+        return _MeanAccumulator(accept_failures=self.accept_failures)
+
+    def begin_train_aggregation(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator | None:
+        """Return the streaming form of `aggregate_train`.
+
+        None for a subclass that replaced `aggregate_train` with a rule that needs every
+        result at once (Krum, the coordinate-wise median, ...).
+        """
+        if type(self).aggregate_train is not FedAvg.aggregate_train:
+            return None
+        return self._train_accumulator(ctx, arrays)
+
     def aggregate_train(
         self,
         ctx: RoundContext,
@@ -130,13 +150,11 @@ class FedAvg(Strategy):
     ) -> tuple[Arrays | None, Metrics]:
         """Return the example-weighted mean of the results' arrays and metrics.
 
-        Results with no examples, or whose arrays hold NaN or Inf, are ignored.
+        Results with no examples, or whose arrays hold NaN or Inf, are ignored. This is
+        the accumulator of `begin_train_aggregation` fed every result, so batch and
+        streaming aggregation give the same floats.
         """
-        usable = [(cid, r) for cid, r in results if r.num_examples > 0 and r.arrays.is_finite()]
-        if not usable or (failures and not self.accept_failures):
-            return None, {}
-        new = weighted_mean([r.arrays for _, r in usable], [r.num_examples for _, r in usable])
-        return new, weighted_metrics([(r.num_examples, r.metrics) for _, r in usable])
+        return accumulate(self._train_accumulator(ctx, arrays), results, failures)
 
     def configure_evaluate(
         self, ctx: RoundContext, arrays: Arrays, available: Sequence[int]
@@ -165,3 +183,24 @@ class FedAvg(Strategy):
         if self.evaluate_fn is None:
             return None
         return self.evaluate_fn(ctx.round_num, arrays)
+
+
+class _MeanAccumulator:
+    """FedAvg's aggregation, one result at a time: a running example-weighted mean."""
+
+    def __init__(self, *, accept_failures: bool) -> None:
+        self._accept_failures = accept_failures
+        self._mean = RunningWeightedMean()
+        self._metrics = RunningMetrics()
+
+    def add(self, client_id: int, result: TrainResult) -> None:
+        """Add a result unless it has no examples or holds NaN or Inf."""
+        if result.num_examples > 0 and result.arrays.is_finite():
+            self._mean.add(result.arrays, result.num_examples)
+            self._metrics.add(result.num_examples, result.metrics)
+
+    def finish(self, failures: Sequence[Failure]) -> tuple[Arrays | None, Metrics]:
+        """Return the mean and metrics, or (None, {}) for no usable result or refused failures."""
+        if self._mean.count == 0 or (failures and not self._accept_failures):
+            return None, {}
+        return self._mean.mean(), self._metrics.result()

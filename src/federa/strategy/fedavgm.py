@@ -15,23 +15,16 @@ mean. Results whose arrays hold NaN or Inf are ignored and counted in the metric
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from federa.core.arrays import Arrays, NDArray
-from federa.core.messages import Failure, Metrics, TrainResult
 from federa.errors import ConfigError
-from federa.strategy.base import RoundContext
+from federa.strategy.base import RoundContext, TrainAccumulator
 from federa.strategy.fedavg import FedAvg
-from federa.strategy.fedopt import (
-    assemble,
-    check_state_arrays,
-    pseudo_gradient,
-    round_metrics,
-    select_results,
-)
+from federa.strategy.fedopt import ChangeAccumulator, check_state_arrays
 
 
 class FedAvgM(FedAvg):
@@ -66,21 +59,12 @@ class FedAvgM(FedAvg):
             f"server_momentum={self.server_momentum})"
         )
 
-    def aggregate_train(
-        self,
-        ctx: RoundContext,
-        arrays: Arrays,
-        results: Sequence[tuple[int, TrainResult]],
-        failures: Sequence[Failure],
-    ) -> tuple[Arrays | None, Metrics]:
+    def _train_accumulator(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator:
+        """Stream the cohort's mean change into one momentum step."""
+        return ChangeAccumulator(arrays, accept_failures=self.accept_failures, step=self._step)
+
+    def _step(self, arrays: Arrays, delta: dict[str, NDArray]) -> dict[str, NDArray]:
         """Add the cohort's mean change to the momentum buffer and step along it."""
-        if failures and not self.accept_failures:
-            return None, {}
-        usable, num_nonfinite = select_results(arrays, results)
-        metrics = round_metrics(usable, num_nonfinite)
-        if not usable:
-            return None, metrics
-        delta = pseudo_gradient(arrays, usable)
         buffer = self.momentum or Arrays((n, np.zeros_like(d)) for n, d in delta.items())
         check_state_arrays(type(self).__name__, buffer, delta)
         new_v: dict[str, NDArray] = {}
@@ -89,7 +73,7 @@ class FedAvgM(FedAvg):
             new_v[name] = self.server_momentum * buffer[name] + d
             new_x[name] = arrays[name].astype(np.float64) + self.server_lr * new_v[name]
         self.momentum = Arrays(new_v)
-        return assemble(arrays, usable, new_x), metrics
+        return new_x
 
     def state_dict(self) -> dict[str, Any]:
         """Return the momentum buffer (empty `Arrays` before the first update)."""

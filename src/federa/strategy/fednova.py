@@ -56,6 +56,8 @@ class FedNova(FedAvg):
         **kwargs: FedAvg's arguments.
     """
 
+    is_sum_only = False  # needs every client's step count
+
     def __init__(self, *, momentum: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= momentum < 1.0:

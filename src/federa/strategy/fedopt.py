@@ -20,7 +20,7 @@ hold NaN or Inf are ignored and counted in the metric `num_nonfinite_results`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,13 @@ import numpy as np
 from federa.core.arrays import Arrays, NDArray
 from federa.core.messages import Failure, Metrics, TrainResult
 from federa.errors import AggregationError, ConfigError
-from federa.strategy.aggregate import weighted_mean, weighted_metrics
-from federa.strategy.base import RoundContext
+from federa.strategy.aggregate import (
+    RunningMetrics,
+    RunningWeightedMean,
+    weighted_mean,
+    weighted_metrics,
+)
+from federa.strategy.base import RoundContext, TrainAccumulator
 from federa.strategy.fedavg import FedAvg
 
 Results = Sequence[tuple[int, TrainResult]]
@@ -49,16 +54,21 @@ def select_results(arrays: Arrays, results: Results) -> tuple[list[tuple[int, Tr
     for cid, result in results:
         if result.num_examples <= 0:
             continue
-        if not result.arrays.same_spec(arrays):
-            raise AggregationError(
-                f"client {cid} returned arrays {result.arrays.spec()} but the global arrays "
-                f"are {arrays.spec()}; a client must return the arrays it was sent, trained"
-            )
+        check_result_spec(arrays, cid, result)
         if result.arrays.is_finite():
             usable.append((cid, result))
         else:
             num_nonfinite += 1
     return usable, num_nonfinite
+
+
+def check_result_spec(arrays: Arrays, client_id: int, result: TrainResult) -> None:
+    """Raise AggregationError unless `result` holds arrays shaped like the global `arrays`."""
+    if not result.arrays.same_spec(arrays):
+        raise AggregationError(
+            f"client {client_id} returned arrays {result.arrays.spec()} but the global arrays "
+            f"are {arrays.spec()}; a client must return the arrays it was sent, trained"
+        )
 
 
 def round_metrics(usable: Results, num_nonfinite: int) -> dict[str, float]:
@@ -67,22 +77,6 @@ def round_metrics(usable: Results, num_nonfinite: int) -> dict[str, float]:
     if num_nonfinite:
         metrics["num_nonfinite_results"] = float(num_nonfinite)
     return metrics
-
-
-def pseudo_gradient(arrays: Arrays, usable: Results) -> dict[str, NDArray]:
-    """Return Delta = sum_k p_k (x_k - x), p_k = n_k / n, in float64 per floating array."""
-    w = np.asarray([r.num_examples for _, r in usable], dtype=np.float64)
-    w = w / w.sum()
-    out: dict[str, NDArray] = {}
-    for name, ref in arrays.items():
-        if ref.dtype.kind != "f":
-            continue
-        x = ref.astype(np.float64)
-        acc = np.zeros(ref.shape, dtype=np.float64)
-        for wk, (_, r) in zip(w, usable, strict=True):
-            acc += wk * (r.arrays[name].astype(np.float64) - x)
-        out[name] = acc
-    return out
 
 
 def assemble(arrays: Arrays, usable: Results, floats: Mapping[str, NDArray]) -> Arrays:
@@ -98,6 +92,65 @@ def assemble(arrays: Arrays, usable: Results, floats: Mapping[str, NDArray]) -> 
         (name, floats[name].astype(ref.dtype) if name in floats else mean[name])
         for name, ref in arrays.items()
     )
+
+
+ServerStep = Callable[[Arrays, dict[str, NDArray]], dict[str, NDArray]]
+"""(global arrays x, pseudo-gradient Delta per floating array) -> new float64 values of x."""
+
+
+class ChangeAccumulator:
+    """Stream the mean client change Delta = sum_k p_k (x_k - x) and apply a server step.
+
+    The streaming form of `select_results`, the pseudo-gradient, `round_metrics` and
+    `assemble`: floating arrays accumulate n_k (x_k - x) in float64 and `finish` hands
+    Delta to `step`; other arrays take FedAvg's weighted mean. Results with no examples
+    are skipped; results with NaN or Inf are counted in `num_nonfinite_results`.
+
+    Args:
+        arrays: The global arrays x the round started from.
+        accept_failures: Whether a round with failures is aggregated at all.
+        step: The server update, called once by `finish` when some result is usable.
+    """
+
+    def __init__(self, arrays: Arrays, *, accept_failures: bool, step: ServerStep) -> None:
+        floats = [name for name, a in arrays.items() if a.dtype.kind == "f"]
+        others = [name for name in arrays if name not in floats]
+        self._arrays = arrays
+        self._accept_failures = accept_failures
+        self._step = step
+        self._changes = RunningWeightedMean(reference=arrays, names=floats)
+        self._others = RunningWeightedMean(names=others) if others else None
+        self._metrics = RunningMetrics()
+        self._num_nonfinite = 0
+
+    def add(self, client_id: int, result: TrainResult) -> None:
+        """Add one client's change (see `select_results` for what is skipped)."""
+        if result.num_examples <= 0:
+            return
+        check_result_spec(self._arrays, client_id, result)
+        if not result.arrays.is_finite():
+            self._num_nonfinite += 1
+            return
+        self._changes.add(result.arrays, result.num_examples)
+        if self._others is not None:
+            self._others.add(result.arrays, result.num_examples)
+        self._metrics.add(result.num_examples, result.metrics)
+
+    def finish(self, failures: Sequence[Failure]) -> tuple[Arrays | None, Metrics]:
+        """Apply the server step to Delta and return the new arrays and the metrics."""
+        if failures and not self._accept_failures:
+            return None, {}
+        metrics = self._metrics.result()
+        if self._num_nonfinite:
+            metrics["num_nonfinite_results"] = float(self._num_nonfinite)
+        if self._changes.count == 0:
+            return None, metrics
+        new_x = self._step(self._arrays, self._changes.offsets())
+        mean = self._others.mean() if self._others is not None else Arrays()
+        return Arrays(
+            (name, new_x[name].astype(ref.dtype) if name in new_x else mean[name])
+            for name, ref in self._arrays.items()
+        ), metrics
 
 
 def check_state_arrays(owner: str, state: Arrays, delta: Mapping[str, NDArray]) -> None:
@@ -162,21 +215,12 @@ class FedOpt(FedAvg):
     def second_moment(self, v: NDArray, delta_sq: NDArray) -> NDArray:
         """Return v_t from v_{t-1} and Delta_t^2 (float64)."""
 
-    def aggregate_train(
-        self,
-        ctx: RoundContext,
-        arrays: Arrays,
-        results: Sequence[tuple[int, TrainResult]],
-        failures: Sequence[Failure],
-    ) -> tuple[Arrays | None, Metrics]:
-        """Take one adaptive server step along the cohort's mean change."""
-        if failures and not self.accept_failures:
-            return None, {}
-        usable, num_nonfinite = select_results(arrays, results)
-        metrics = round_metrics(usable, num_nonfinite)
-        if not usable:
-            return None, metrics
-        delta = pseudo_gradient(arrays, usable)
+    def _train_accumulator(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator:
+        """Stream the cohort's mean change into one adaptive server step."""
+        return ChangeAccumulator(arrays, accept_failures=self.accept_failures, step=self._step)
+
+    def _step(self, arrays: Arrays, delta: dict[str, NDArray]) -> dict[str, NDArray]:
+        """Take one adaptive server step along the cohort's mean change `delta`."""
         owner = type(self).__name__
         m = self.m or Arrays((n, np.zeros_like(d)) for n, d in delta.items())
         v = self.v or Arrays((n, np.full_like(d, self.tau**2)) for n, d in delta.items())
@@ -189,7 +233,7 @@ class FedOpt(FedAvg):
             step = self.server_lr * new_m[name] / (np.sqrt(new_v[name]) + self.tau)
             new_x[name] = arrays[name].astype(np.float64) + step
         self.m, self.v, self.num_updates = Arrays(new_m), Arrays(new_v), self.num_updates + 1
-        return assemble(arrays, usable, new_x), metrics
+        return new_x
 
     def state_dict(self) -> dict[str, Any]:
         """Return m, v (empty `Arrays` before the first update) and num_updates."""

@@ -45,6 +45,8 @@ class ByzantineFedAvg(FedAvg):
         **kwargs: `FedAvg`'s keyword arguments.
     """
 
+    is_sum_only = False  # compares individual results
+
     condition = "n >= 1"
     """The rule's requirement on the number n of results, as quoted in errors."""
 

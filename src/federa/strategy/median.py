@@ -35,6 +35,8 @@ class CoordinateWise(FedAvg):
     Subclasses implement `reduce(matrix)` over a (clients x parameters) matrix.
     """
 
+    is_sum_only = False  # reduces individual results per coordinate
+
     def reduce(self, matrix: NDArray) -> NDArray:
         """Return one value per column of `matrix`."""
         raise NotImplementedError

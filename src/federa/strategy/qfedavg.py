@@ -55,6 +55,8 @@ class QFedAvg(FedAvg):
         **kwargs: FedAvg's arguments.
     """
 
+    is_sum_only = False  # weights each client by its own loss
+
     def __init__(self, *, q: float = 0.2, lipschitz: float = 20.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not (q >= 0.0 and math.isfinite(q)):

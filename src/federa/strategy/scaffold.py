@@ -22,8 +22,8 @@ import numpy as np
 from federa.core.arrays import Arrays
 from federa.core.messages import Failure, Metrics, TrainResult, TrainTask
 from federa.errors import ConfigError
-from federa.strategy.aggregate import weighted_mean, weighted_metrics
-from federa.strategy.base import RoundContext
+from federa.strategy.aggregate import RunningMetrics, RunningWeightedMean
+from federa.strategy.base import RoundContext, TrainAccumulator
 from federa.strategy.fedavg import FedAvg
 
 CONTROL_PREFIX = "scaffold.c/"
@@ -52,6 +52,8 @@ class Scaffold(FedAvg):
         **kwargs: FedAvg's arguments.
     """
 
+    is_sum_only = False  # uniform means of models and control variates
+
     def __init__(self, *, server_lr: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not server_lr > 0:
@@ -75,21 +77,14 @@ class Scaffold(FedAvg):
         tasks = super().configure_train(ctx, arrays, available)
         return [ctx.train_task(t.client_id, payload, t.config) for t in tasks]
 
-    def aggregate_train(
-        self,
-        ctx: RoundContext,
-        arrays: Arrays,
-        results: Sequence[tuple[int, TrainResult]],
-        failures: Sequence[Failure],
-    ) -> tuple[Arrays | None, Metrics]:
+    def _train_accumulator(self, ctx: RoundContext, arrays: Arrays) -> TrainAccumulator:
+        """Stream the uniform mean of the cohort's models and control changes."""
+        return _ScaffoldAccumulator(self, arrays)
+
+    def _apply(self, arrays: Arrays, mean: Arrays, num_usable: int) -> Arrays:
         """Apply the averaged model change and update c (option II)."""
-        usable = [r for _, r in results if r.num_examples > 0 and r.arrays.is_finite()]
-        if not usable or (failures and not self.accept_failures) or self.control is None:
-            return None, {}
-        parts = [split_control(r.arrays) for r in usable]
-        uniform = [1.0] * len(parts)
-        mean_model = weighted_mean([m for m, _ in parts], uniform)
-        mean_delta_c = weighted_mean([c for _, c in parts], uniform)
+        assert self.control is not None  # checked by the accumulator before calling
+        mean_model, mean_delta_c = split_control(mean)
         new: dict[str, np.ndarray] = {}
         for name, x in arrays.items():
             if x.dtype.kind == "f":
@@ -97,13 +92,12 @@ class Scaffold(FedAvg):
                 new[name] = (x + self.server_lr * step).astype(x.dtype)
             else:
                 new[name] = mean_model[name]
-        share = len(usable) / max(self.num_clients, len(usable))
+        share = num_usable / max(self.num_clients, num_usable)
         self.control = Arrays(
             (k, (c + share * mean_delta_c[k].astype(np.float64)).astype(c.dtype))
             for k, c in self.control.items()
         )
-        metrics = weighted_metrics([(r.num_examples, r.metrics) for r in usable])
-        return Arrays(new), metrics
+        return Arrays(new)
 
     def state_dict(self) -> dict[str, Any]:
         """Return c and the number of clients seen."""
@@ -117,3 +111,33 @@ class Scaffold(FedAvg):
         self.num_clients = int(state.get("num_clients", 0))
         control = state.get("control")
         self.control = None if control is None else Arrays(control)
+
+
+class _ScaffoldAccumulator:
+    """SCAFFOLD's aggregation, one result at a time.
+
+    A running uniform mean over each result's model and control-variate change: arrays
+    are averaged name by name, so one running mean over both gives the two means.
+    """
+
+    def __init__(self, strategy: Scaffold, arrays: Arrays) -> None:
+        self._strategy = strategy
+        self._arrays = arrays
+        self._mean = RunningWeightedMean()
+        self._metrics = RunningMetrics()
+
+    def add(self, client_id: int, result: TrainResult) -> None:
+        """Add a result unless it has no examples or holds NaN or Inf."""
+        if result.num_examples > 0 and result.arrays.is_finite():
+            self._mean.add(result.arrays, 1.0)
+            self._metrics.add(result.num_examples, result.metrics)
+
+    def finish(self, failures: Sequence[Failure]) -> tuple[Arrays | None, Metrics]:
+        """Apply the mean model change, update c and return the example-weighted metrics."""
+        strategy = self._strategy
+        if self._mean.count == 0 or (failures and not strategy.accept_failures):
+            return None, {}
+        if strategy.control is None:
+            return None, {}
+        new = strategy._apply(self._arrays, self._mean.mean(), self._mean.count)
+        return new, self._metrics.result()

@@ -1,14 +1,16 @@
-"""PyTorch adapter: module <-> Arrays, the standard train/eval loops, TorchClient, models."""
+"""PyTorch adapter: module <-> Arrays, train/eval loops, the cohort trainer, TorchClient, models."""
 
 from federa.torch.arrays import arrays_to_module, module_to_arrays
 from federa.torch.client import TorchClient, make_evaluate_fn, shared_model
 from federa.torch.models import MODELS, build_model
 from federa.torch.train import TrainConfig, evaluate, train
+from federa.torch.vectorized import VectorizeError, train_cohort, vectorize_reason
 
 __all__ = [
     "MODELS",
     "TorchClient",
     "TrainConfig",
+    "VectorizeError",
     "arrays_to_module",
     "build_model",
     "evaluate",
@@ -16,4 +18,6 @@ __all__ = [
     "module_to_arrays",
     "shared_model",
     "train",
+    "train_cohort",
+    "vectorize_reason",
 ]

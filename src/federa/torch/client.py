@@ -12,8 +12,10 @@ from torch import nn
 from federa.client.base import Client
 from federa.core.arrays import Arrays
 from federa.core.messages import Config, EvalResult, Metrics, TrainResult
+from federa.errors import ConfigError
 from federa.strategy.scaffold import CONTROL_PREFIX, split_control
 from federa.torch.arrays import arrays_to_module, module_to_arrays
+from federa.torch.dp_sgd import DPSGDConfig, train_dp_sgd
 from federa.torch.train import TrainConfig, evaluate, train
 
 ModelFn = Callable[[], nn.Module]
@@ -52,6 +54,7 @@ class TorchClient(Client):
         train_config: Local hyper-parameters; the server's config may override any of
             its fields by name ("lr", "epochs", ...).
         share_model: Reuse one model per process instead of building one per client.
+        dp_sgd: Train with per-example DP-SGD (needs opacus; see `federa.torch.dp_sgd`).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class TorchClient(Client):
         *,
         train_config: TrainConfig | None = None,
         share_model: bool = True,
+        dp_sgd: DPSGDConfig | None = None,
     ) -> None:
         self.model_fn = model_fn
         self.x = as_tensor(train_data[0], torch.float32)
@@ -71,6 +75,7 @@ class TorchClient(Client):
         self.eval_y = as_tensor(data[1], torch.int64)
         self.train_config = train_config or TrainConfig()
         self.share_model = share_model
+        self.dp_sgd = dp_sgd
         self._model: nn.Module | None = None
 
     @property
@@ -94,7 +99,12 @@ class TorchClient(Client):
         metrics: dict[str, float] = {}
         if config.get("report_initial_loss"):
             metrics["initial_loss"], _ = evaluate(model, self.x, self.y)
-        if not control:
+        if control and self.dp_sgd is not None:
+            raise ConfigError("DP-SGD does not support SCAFFOLD's corrected local steps")
+        if self.dp_sgd is not None:
+            metrics.update(train_dp_sgd(model, self.x, self.y, cfg, seed, self.dp_sgd))
+            new = module_to_arrays(model)
+        elif not control:
             metrics.update(train(model, self.x, self.y, cfg, seed=seed))
             new = module_to_arrays(model)
         else:

@@ -13,10 +13,16 @@ from federa.errors import ConfigError
 
 
 class Executor(Protocol):
-    """Runs client tasks somewhere on this machine (serially, or in worker processes)."""
+    """Runs client tasks: serially, in worker processes, or on a Ray cluster.
+
+    Executors should yield results in task order and keep only a bounded number of
+    tasks in flight: the round loop then aggregates each result as it arrives and a
+    round holds O(workers) results, not the cohort's. Any order is still correct (the
+    loop reorders), only less frugal.
+    """
 
     def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
-        """Run every task and yield `(position in tasks, result)` pairs, in any order."""
+        """Run every task and yield `(position in tasks, result)` pairs, best in task order."""
         ...
 
     def close(self) -> None:
@@ -48,7 +54,10 @@ class InProcessTransport:
         return self._clients
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
-        """Run the tasks on the executor and pair each result with its client id."""
+        """Run the tasks on the executor and pair each result with its client id.
+
+        Results are passed on one at a time as the executor yields them, never gathered.
+        """
         unknown = [t.client_id for t in tasks if not 0 <= t.client_id < len(self._clients)]
         if unknown:
             raise ConfigError(

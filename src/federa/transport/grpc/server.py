@@ -24,9 +24,18 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federa.core.messages import Failure, Phase, Task, TaskResult, TrainResult
+from federa.core.messages import (
+    PROTOCOL_KEY,
+    Failure,
+    Phase,
+    Task,
+    TaskResult,
+    TrainResult,
+    TrainTask,
+)
 from federa.errors import TransportError
 from federa.transport.grpc import codec
+from federa.transport.grpc.pool import ArrayPool
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +65,7 @@ class _Record:
     client_id: int
     round_num: int
     phase: Phase
-    specs: list[Any]
+    specs: Sequence[Any]
     is_expired: bool = False
 
 
@@ -76,6 +85,8 @@ class _Connection:
     outbox: queue.Queue[Iterator[Any] | _Abort | None] = field(default_factory=queue.Queue)
     pending: dict[int, _Record] = field(default_factory=dict)
     is_open: bool = True
+    # Receive buffers: the arrays of its last training result (see ArrayPool).
+    pool: ArrayPool = field(default_factory=ArrayPool)
 
 
 class GrpcTransport:
@@ -141,14 +152,15 @@ class GrpcTransport:
                 self._results.put((task_id, conn.client_id, self._failure(record, reason)))
         logger.info("client %d disconnected: %s", conn.client_id, reason)
 
-    def expected_specs(self, conn: _Connection, task_id: int) -> list[Any] | None:
+    def expected_specs(self, conn: _Connection, task_id: int) -> Sequence[Any] | None:
         """Return the array specs of a task this client was given, or None."""
         with self._lock:
             record = conn.pending.get(task_id)
             return None if record is None else record.specs
 
-    def deliver(self, conn: _Connection, task_id: int, outcome: TaskResult) -> None:
+    def deliver(self, conn: _Connection, done: codec.DecodedResult) -> None:
         """Hand a client's result to the round waiting for it (late results are dropped)."""
+        task_id = done.task_id
         with self._lock:
             record = conn.pending.pop(task_id, None)
         if record is None or record.is_expired:
@@ -158,7 +170,7 @@ class GrpcTransport:
                 task_id,
             )
             return
-        self._results.put((task_id, conn.client_id, self._check(record, outcome)))
+        self._results.put((task_id, conn.client_id, self._check(record, done)))
 
     # ---- the round loop's side (Transport) ----
 
@@ -182,6 +194,7 @@ class GrpcTransport:
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
         """Send the tasks and yield results until all are in or the deadline passes."""
+        self._release_buffers(tasks)
         outstanding: dict[int, tuple[_Connection, _Record]] = {}
         for task in tasks:
             record = _Record(
@@ -189,6 +202,8 @@ class GrpcTransport:
             )
             try:
                 record.specs = codec.array_specs(task.arrays)
+                if PROTOCOL_KEY in task.config:  # a protocol step answers with its own arrays
+                    record.specs = codec.ANY_SPECS
                 messages = codec.encode_task(task_id := next(self._task_ids), task)
             except codec.CodecError as exc:
                 yield task.client_id, self._failure(record, f"cannot send the task: {exc}")
@@ -235,6 +250,20 @@ class GrpcTransport:
 
     # ---- helpers ----
 
+    def _release_buffers(self, tasks: Sequence[Task]) -> None:
+        """Keep receive buffers only for the clients given training tasks this time.
+
+        So the server holds on to at most one cohort's results between rounds, and only
+        while their shapes are what that cohort trains on.
+        """
+        if not any(isinstance(task, TrainTask) for task in tasks):
+            return
+        training = {task.client_id for task in tasks}
+        with self._lock:
+            idle = [conn for cid, conn in self._clients.items() if cid not in training]
+        for conn in idle:
+            conn.pool.clear()
+
     @staticmethod
     def _failure(record: _Record, message: str) -> Failure:
         return Failure(
@@ -244,8 +273,9 @@ class GrpcTransport:
             message=message,
         )
 
-    def _check(self, record: _Record, outcome: TaskResult) -> TaskResult:
+    def _check(self, record: _Record, done: codec.DecodedResult) -> TaskResult:
         """Give failures their task's round and phase; refuse results of the wrong kind."""
+        outcome = done.outcome
         if isinstance(outcome, Failure):
             return self._failure(record, outcome.message)
         problem = None
@@ -253,7 +283,7 @@ class GrpcTransport:
             problem = "answered a training task with an evaluation result"
         elif record.phase == "evaluate" and isinstance(outcome, TrainResult):
             problem = "answered an evaluation task with a training result"
-        elif isinstance(outcome, TrainResult) and not outcome.arrays.is_finite():
+        elif isinstance(outcome, TrainResult) and not done.is_finite:  # checked on arrival
             problem = "result arrays contain NaN or Inf"
         elif not np.isfinite(getattr(outcome, "loss", 0.0)):
             problem = "evaluation loss is NaN or Inf"
@@ -316,6 +346,7 @@ class _Servicer:
             conn.client_id,
             lambda task_id: self.transport.expected_specs(conn, task_id),
             self.transport.max_result_bytes,
+            conn.pool,
         )
         reason, abort = "stream closed", None
         try:
@@ -324,7 +355,8 @@ class _Servicer:
                     raise message
                 done = decoder.feed(message)
                 if done is not None:
-                    self.transport.deliver(conn, *done)
+                    self.transport.deliver(conn, done)
+                    del done  # hold no result arrays: the next result may reuse them
         except codec.CodecError as exc:
             reason = f"protocol error: {exc}"
             abort = _Abort(grpc.StatusCode.INVALID_ARGUMENT, reason)

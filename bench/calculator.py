@@ -1,0 +1,158 @@
+"""Handwriting calculator: federated training on 20 non-IID clients, then reading expressions.
+
+Workload: the calculator set (MNIST digits + handwritten operators, 16 classes, in the
+calculator's input format), the symbol CNN, 20 clients holding a Dirichlet(alpha=0.5)
+label split, FedAvg (a random C=0.5 of the clients each round, their models averaged
+weighted by example count), E=1, B=32, SGD lr 0.05 momentum 0.9. Reported:
+
+- symbol accuracy of the final global model on the 10,603 held-out test symbols (10,000
+  MNIST test digits and 603 test operators; goal >= 0.97), and the best round's;
+- the fraction of 200 generated expressions read exactly (goal >= 0.90): each drawn by
+  `federa.apps.calculator.synth` from held-out test symbols at their written size
+  (random digits, operators, decimals, spacing, size, lighting, polarity and noise) and
+  read by `read_expression`; also the fraction segmented into the right number of
+  symbols and the per-symbol accuracy on those.
+
+Prints one JSON line. The CPU is shared: set --threads (default 1).
+
+Run: python bench/calculator.py [--rounds 20] [--data-dir ../shared/data] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from federa.apps.calculator import Recognizer, read_expression
+from federa.apps.calculator.synth import compose, random_expression, symbol_pool
+from federa.cli.config import RunConfig, validate
+from federa.cli.experiment import build_experiment
+from federa.cli.rundir import make_run_dir, write_run_dir
+from federa.data import DatasetSplit, load_calculator
+from federa.server.history import RoundRecord
+from federa.simulation import simulate
+from federa.torch.arrays import arrays_to_module
+from federa.torch.models import build_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def read_expressions(
+    recognizer: Recognizer, raw: DatasetSplit, count: int, seed: int, *, one_piece: bool
+) -> dict[str, float]:
+    """Compose `count` expressions from held-out symbols and read them; return the rates."""
+    pool = symbol_pool(raw.test.x, raw.test.y, raw.test.class_names, one_piece=one_piece)
+    rng = np.random.default_rng(seed)
+    exact = segmented = symbols = right = 0
+    for _ in range(count):
+        expression = compose(random_expression(rng), pool, rng)
+        reading = read_expression(expression.image, recognizer)
+        exact += reading.text == expression.text
+        if len(reading.symbols) == len(expression.text):
+            segmented += 1
+            symbols += len(expression.text)
+            right += sum(a == b for a, b in zip(reading.text, expression.text, strict=True))
+    return {
+        "read_exactly": exact / count,
+        "segmented_exactly": segmented / count,
+        "symbol_accuracy_in_expressions": right / max(symbols, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--partition", default="dirichlet", choices=["dirichlet", "shards", "iid"])
+    parser.add_argument("--fraction-train", type=float, default=0.5)
+    parser.add_argument("--expressions", type=int, default=200)
+    parser.add_argument(
+        "--max-digits-per-class", type=int, help="subsample MNIST's training digits [all]"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads")
+    parser.add_argument("--out", help="also write a run directory here")
+    args = parser.parse_args()
+    mnist, symbols = args.data_dir / "mnist", args.data_dir / "math_symbols"
+    if not (mnist / "train-images-idx3-ubyte.gz").exists() or not symbols.is_dir():
+        print(json.dumps({"bench": "calculator", "skipped": f"{args.data_dir} lacks the data"}))
+        return
+    torch.set_num_threads(args.threads)
+    zip_path = symbols / "mdas_symbols_v1.zip"
+    split = load_calculator(
+        mnist, zip_path, mnist_framing=True, max_digits_per_class=args.max_digits_per_class
+    )
+    cfg = validate(
+        RunConfig(
+            dataset="calculator",
+            data_dir=str(args.data_dir),
+            model="symbol_cnn",
+            partition=args.partition,
+            alpha=0.5,
+            num_clients=20,
+            fraction_train=args.fraction_train,
+            rounds=args.rounds,
+            local_epochs=1,
+            batch_size=32,
+            lr=0.05,
+            momentum=0.9,
+            seed=0,
+        )
+    )
+    experiment = build_experiment(cfg, split)
+    start = time.perf_counter()
+
+    def progress(rec: RoundRecord) -> None:
+        acc = rec.centralized_metrics.get("accuracy")
+        print(f"round {rec.round_num}: test accuracy {acc}", file=sys.stderr, flush=True)
+
+    history = simulate(
+        experiment.client_fn,
+        experiment.strategy,
+        num_clients=20,
+        num_rounds=cfg.rounds,
+        initial=experiment.initial,
+        seed=cfg.seed,
+        on_round=progress,
+    )
+    train_seconds = time.perf_counter() - start
+    assert history.arrays is not None
+    if args.out:
+        write_run_dir(make_run_dir(args.out), replace(cfg, out=args.out), history, split=split)
+    module = build_model("symbol_cnn", split.in_shape, split.num_classes)
+    arrays_to_module(module, history.arrays)
+    recognizer = Recognizer(module, split.train.class_names)
+    names, _ = recognizer.classify(split.test.x)
+    truth = [split.test.class_names[k] for k in split.test.y]
+    symbol_accuracy = float(np.mean([a == b for a, b in zip(names, truth, strict=True)]))
+    curve = history.series("centralized_accuracy")
+    raw = load_calculator(mnist, zip_path)  # the test symbols at the size they were written
+    start = time.perf_counter()
+    reading = read_expressions(recognizer, raw, args.expressions, seed=2024, one_piece=False)
+    one_piece = read_expressions(recognizer, raw, args.expressions, seed=2024, one_piece=True)
+    read_seconds = time.perf_counter() - start
+    result: dict[str, Any] = {
+        "bench": "calculator",
+        "workload": f"calculator set, symbol_cnn, 20 clients {args.partition} (alpha 0.5), "
+        f"FedAvg C={args.fraction_train:g} E=1 B=32 lr 0.05 momentum 0.9, {cfg.rounds} rounds, "
+        f"{len(split.train)} training symbols",
+        "symbol_accuracy": round(symbol_accuracy, 4),
+        "best_round_accuracy": round(max(a for _, a in curve), 4),
+        "expressions": args.expressions,
+        **{k: round(v, 4) for k, v in reading.items()},
+        "one_piece_symbols": {k: round(v, 4) for k, v in one_piece.items()},
+        "train_seconds": round(train_seconds, 1),
+        "read_seconds_per_expression": round(read_seconds / (2 * args.expressions), 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
