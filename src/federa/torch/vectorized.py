@@ -1,85 +1,61 @@
 """Train a whole cohort of clients at once: one batched step moves every client's model.
 
 The standard loop (`federa.torch.train.train`) trains one client after the other. A
-simulated round of small models spends most of its time in per-step overhead, so this
-trainer stacks the cohort's parameters along a leading client axis and runs each local
-step of every client in one set of batched operations (`torch.func.functional_call`
-under `torch.func.vmap`; linear layers become batched matrix products, convolutions
-grouped convolutions). What it computes is the standard loop's result for every client:
+simulated round of small models spends most of its time in per-step overhead and in
+memory traffic, so this trainer stacks the cohort's parameters along a leading client
+axis and runs each local step of every client in one set of batched operations
+(`federa.torch._batched`: batched matrix products, grouped convolutions). What it
+computes is the standard loop's result for every client:
 
 * the same minibatches: each client draws its epoch permutations from its own
   generator seeded as `train` seeds it, keeps the last, smaller batch, and clients
-  with fewer examples stop early (their rows are masked, then dropped from the stack);
-* the same optimizer arithmetic: SGD (momentum, weight decay) and Adam are written
-  out functionally with torch.optim's single-tensor formulas, plus FedProx's proximal
-  term (Li et al. 2020) added to the gradient before the optimizer sees it;
-* the same dropout masks: `nn.Dropout` layers are fed masks drawn, client by client,
-  with exactly the calls and generator state `train` uses, so they match bit for bit.
+  with fewer examples stop early (their padded rows are masked out of the loss, and
+  finished clients leave the stack);
+* the same optimizer arithmetic: SGD (momentum, weight decay) and Adam written out
+  with torch.optim's single-tensor formulas, plus FedProx's proximal term (Li et al.
+  2020, "Federated Optimization in Heterogeneous Networks") added to the gradient first;
+* the same dropout masks: each client's masks are drawn with the calls and generator
+  state `train` uses (`at::dropout` on CPU: bernoulli_(1 - p) / (1 - p)), bit for bit.
 
-The results differ from the one-at-a-time loop only by floating-point rounding of the
-batched kernels (about 1e-7 per step). Models that mix examples within a batch
-(batch normalisation), keep buffers, or draw random numbers other than through
-`nn.Dropout` are refused with `VectorizeError`; callers then train per client.
+The trained arrays differ from the one-at-a-time loop's only by floating-point rounding
+of the batched kernels (typically below 1e-7 for a few dozen steps). Models the batched
+forward pass does not cover (batch normalisation, buffers, tied weights, layers other
+than those `federa.torch._batched` lists) are refused with `VectorizeError`, with the
+reason; callers then train per client.
 """
 
 from __future__ import annotations
 
-import copy
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from federa.core.arrays import Arrays
 from federa.errors import ConfigError
+from federa.torch._batched import BatchedForward, trace
 from federa.torch.train import TrainConfig
 
 __all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
 
-_MASK = "mask"  # buffer name of the mask fed to each replaced dropout layer
+_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_optimizer
 
 
 class VectorizeError(ConfigError):
     """The model or the data cannot be trained by the vectorized trainer."""
 
 
-class _MaskedDropout(nn.Module):
-    """nn.Dropout with its (already scaled) mask passed in as a buffer, one per client.
-
-    While `probe` is a list, the layer passes its input through unchanged and appends
-    (itself, input shape, input dtype) to it, so a probing forward pass finds the order
-    and shapes of the dropout calls.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.register_buffer(_MASK, torch.empty(0), persistent=False)
-        self.probe: list[tuple[_MaskedDropout, torch.Size, torch.dtype]] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return x times the mask (x itself while probing)."""
-        if self.probe is not None:
-            self.probe.append((self, x.shape, x.dtype))
-            return x
-        mask: torch.Tensor = getattr(self, _MASK)
-        return x * mask
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How to run one model functionally: its twin, parameter names and dropout layers."""
+    """How to train one model batched: its batched forward pass and parameter names."""
 
-    twin: nn.Module
+    forward: BatchedForward
     names: tuple[str, ...]  # parameters in state-dict order
     trainable: tuple[str, ...]
-    dropouts: tuple[tuple[str, float], ...]  # (module name, p) of each replaced nn.Dropout
 
 
 # One plan per model object, dropped with the model.
@@ -104,8 +80,6 @@ def _make_plan(model: nn.Module) -> _Plan | str:
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return f"{kind} normalises over the batch ({name or 'model'})"
-        if isinstance(module, nn.modules.dropout._DropoutNd) and type(module) is not nn.Dropout:
-            return f"{kind} uses {type(module).__name__} ({name}), only nn.Dropout is supported"
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
         return f"{kind} keeps buffers ({', '.join(buffers[:3])})"
@@ -113,55 +87,11 @@ def _make_plan(model: nn.Module) -> _Plan | str:
     params = dict(model.named_parameters())
     if set(names) != set(params) or len(names) != len(params):
         return f"{kind} shares (ties) parameters between layers"
-    twin = copy.deepcopy(model)
-    dropouts: list[tuple[str, float]] = []
-    for name, module in list(twin.named_modules()):
-        if type(module) is nn.Dropout:
-            parent_name, _, child = name.rpartition(".")
-            parent = twin.get_submodule(parent_name)
-            setattr(parent, child, _MaskedDropout(float(module.p)))
-            dropouts.append((name, float(module.p)))
-    twin.train()
     trainable = tuple(n for n in names if params[n].requires_grad)
-    return _Plan(twin=twin, names=names, trainable=trainable, dropouts=tuple(dropouts))
-
-
-def _probe_dropouts(
-    plan: _Plan, params: Mapping[str, torch.Tensor], x: torch.Tensor
-) -> list[tuple[str, float, tuple[int, ...], torch.dtype]]:
-    """Return (layer name, p, one example's input shape, dtype) of each dropout call, in order.
-
-    Raises:
-        VectorizeError: if a dropout layer runs other than once per forward pass, or on
-            inputs whose first axis is not the batch.
-    """
-    layers = {plan.twin.get_submodule(name): (name, p) for name, p in plan.dropouts}
-    runs: list[list[tuple[_MaskedDropout, torch.Size, torch.dtype]]] = []
-    with torch.no_grad():
-        for size in (1, 2):
-            calls: list[tuple[_MaskedDropout, torch.Size, torch.dtype]] = []
-            for layer in layers:
-                assert isinstance(layer, _MaskedDropout)
-                layer.probe = calls
-            try:
-                functional_call(plan.twin, dict(params), (x[:1].expand(size, *x.shape[1:]),))
-            finally:
-                for layer in layers:
-                    layer.probe = None  # type: ignore[assignment]  # layers are _MaskedDropout
-            runs.append(calls)
-    one, two = runs
-    if (
-        len(one) != len(layers)
-        or len({id(c[0]) for c in one}) != len(layers)
-        or any(
-            a[0] is not b[0] or a[1][:1] != (1,) or b[1][:1] != (2,) or a[1][1:] != b[1][1:]
-            for a, b in zip(one, two, strict=False)
-        )
-    ):
-        raise VectorizeError(
-            "each dropout layer must run exactly once per forward pass, on batch-first inputs"
-        )
-    return [(*layers[layer], tuple(shape[1:]), dtype) for layer, shape, dtype in one]
+    forward = trace(model, frozenset(trainable))
+    if isinstance(forward, str):
+        return forward
+    return _Plan(forward=forward, names=names, trainable=trainable)
 
 
 @dataclass(slots=True)
@@ -203,49 +133,72 @@ class _Optimizer:
     """SGD (momentum, weight decay) or Adam on stacked parameters, as torch.optim does it.
 
     The arithmetic is torch.optim's single-tensor path (the one it takes on CPU), applied
-    to the first `m` clients of every stacked tensor; all clients still training have
-    taken the same number of steps, so Adam's bias corrections are shared scalars.
+    to the first `m` clients of each stacked tensor. All clients still training have
+    taken the same number of steps, so Adam's bias corrections are shared scalars. It
+    is the batched forward pass's `Updater`: a dense layer's weight gradient arrives as
+    a product, written into a buffer kept across steps or, for plain SGD, folded into
+    the update itself (W <- (1 - lr * wd) W - lr * a @ b, one pass over W).
     """
 
-    def __init__(self, params: Mapping[str, torch.Tensor], cfg: TrainConfig) -> None:
+    def __init__(
+        self, params: dict[str, torch.Tensor], cfg: TrainConfig, trainable: Sequence[str]
+    ) -> None:
         self.cfg = cfg
         self.params = params
+        self.anchors = {n: params[n].clone() for n in trainable} if cfg.proximal_mu else {}
         self.state: dict[str, list[torch.Tensor]] = {}
         if cfg.optimizer == "adam":
-            self.state = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in params.items()}
+            self.state = {n: [torch.zeros_like(params[n]) for _ in range(2)] for n in trainable}
         elif cfg.momentum != 0:
-            self.state = {n: [torch.zeros_like(p)] for n, p in params.items()}
+            self.state = {n: [torch.zeros_like(params[n])] for n in trainable}
+        self.is_plain_sgd = cfg.optimizer == "sgd" and cfg.momentum == 0 and not cfg.proximal_mu
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.step_num, self.m = 0, 0
+
+    def begin(self, step_num: int, m: int) -> None:
+        """Start step `step_num` (0-based) of the first `m` clients."""
+        self.step_num, self.m = step_num, m
 
     @torch.no_grad()
-    def step(self, step: int, m: int, grads: Mapping[str, torch.Tensor]) -> None:
-        """Apply step number `step` (0-based) to the first `m` clients."""
-        cfg = self.cfg
-        for name, grad in grads.items():
-            param = self.params[name][:m]
-            if cfg.weight_decay != 0:
-                grad = grad.add(param, alpha=cfg.weight_decay)
-            if cfg.optimizer == "adam":
-                self._adam(step, param, grad, [s[:m] for s in self.state[name]])
-                continue
-            if cfg.momentum != 0:
-                buf = self.state[name][0][:m]
-                if step == 0:
-                    buf.copy_(grad)
-                else:
-                    buf.mul_(cfg.momentum).add_(grad, alpha=1)
-                grad = buf
-            param.add_(grad, alpha=-cfg.lr)
+    def update_product(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Apply the gradient a @ b to parameter `name`."""
+        param = self.params[name][: self.m]
+        if self.is_plain_sgd:
+            lr, wd = self.cfg.lr, self.cfg.weight_decay
+            param.baddbmm_(a, b, beta=1 - lr * wd, alpha=-lr)
+            return
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty_like(self.params[name])
+        self.update(name, torch.bmm(a, b, out=self.buffers[name][: self.m]))
 
-    def _adam(
-        self, step: int, param: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor]
-    ) -> None:
-        beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as make_optimizer
-        exp_avg, exp_avg_sq = state
+    @torch.no_grad()
+    def update(self, name: str, grad: torch.Tensor) -> None:
+        """Apply `grad` (which this call may overwrite) to parameter `name`."""
+        cfg, m = self.cfg, self.m
+        param = self.params[name][:m]
+        if cfg.proximal_mu:
+            grad.add_(param - self.anchors[name][:m], alpha=cfg.proximal_mu)
+        if cfg.weight_decay != 0:
+            grad = grad.add(param, alpha=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            self._adam(param, grad, [s[:m] for s in self.state[name]])
+            return
+        if cfg.momentum != 0:
+            buf = self.state[name][0][:m]
+            if self.step_num == 0:
+                buf.copy_(grad)
+            else:
+                buf.mul_(cfg.momentum).add_(grad, alpha=1)
+            grad = buf
+        param.add_(grad, alpha=-cfg.lr)
+
+    def _adam(self, param: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor]) -> None:
+        (beta1, beta2), exp_avg, exp_avg_sq = _ADAM_BETAS, state[0], state[1]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        count = float(step + 1)
+        count = float(self.step_num + 1)
         step_size = self.cfg.lr / (1 - beta1**count)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**count) ** 0.5).add_(eps)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2**count) ** 0.5).add_(_ADAM_EPS)
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
@@ -283,38 +236,24 @@ def _check(
 class _DropoutMasks:
     """Each client's dropout masks, drawn as `train` draws them from its seeded global RNG."""
 
-    def __init__(
-        self,
-        calls: list[tuple[str, float, tuple[int, ...], torch.dtype]],
-        seeds: Sequence[int],
-        batch_size: int,
-        device: torch.device,
-    ) -> None:
-        self.calls = calls
+    def __init__(self, seeds: Sequence[int], batch_size: int, device: torch.device) -> None:
         self.gens = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.batch_size = batch_size
         self.device = device
+        self.counts: list[int] = []
 
-    def draw(self, counts: list[int]) -> dict[str, torch.Tensor]:
-        """Return one step's masks, (clients, batch, ...) per layer, zero on padded rows."""
-        m = len(counts)
-        out = {
-            f"{name}.{_MASK}": torch.zeros(m, self.batch_size, *shape, dtype=dtype)
-            for name, _, shape, dtype in self.calls
-        }
-        for row, count in enumerate(counts):
-            gen = self.gens[row]
-            for name, p, shape, dtype in self.calls:
-                mask = out[f"{name}.{_MASK}"][row, :count]
-                if p == 1:
-                    continue  # torch multiplies by zero without drawing
-                if p == 0:
-                    mask.fill_(1)  # torch returns the input without drawing
-                    continue
+    def __call__(self, p: float, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Return this step's mask (clients, batch, *shape) for the next dropout call."""
+        mask = torch.zeros(len(self.counts), self.batch_size, *shape, dtype=dtype)
+        if p == 0:
+            mask.fill_(1)  # torch returns the input without drawing
+        elif p < 1:  # p == 1 multiplies by zero without drawing
+            for row, count in enumerate(self.counts):
                 # at::dropout on CPU: empty_like(input).bernoulli_(1 - p).div_(1 - p)
-                noise = torch.empty((count, *shape), dtype=dtype).bernoulli_(1 - p, generator=gen)
-                mask.copy_(noise.div_(1 - p))
-        return {k: v.to(self.device) for k, v in out.items()}
+                noise = torch.empty((count, *shape), dtype=dtype)
+                noise.bernoulli_(1 - p, generator=self.gens[row])
+                mask[row, :count] = noise.div_(1 - p)
+        return mask.to(self.device)
 
 
 def train_cohort(
@@ -359,10 +298,7 @@ def train_cohort(
     params = _stack(plan.names, start, sched.order, device)
     x_all = torch.cat([data[k][0] for k in sched.order]).to(device)
     y_all = torch.cat([data[k][1] for k in sched.order]).to(device)
-    masks = None
-    if plan.dropouts and len(x_all):
-        calls = _probe_dropouts(plan, {n: t[0] for n, t in params.items()}, x_all)
-        masks = _DropoutMasks(calls, [seeds[k] for k in sched.order], cfg.batch_size, device)
+    masks = _DropoutMasks([seeds[k] for k in sched.order], cfg.batch_size, device)
     total_loss, correct = (t.cpu() for t in _run(plan, params, x_all, y_all, sched, cfg, masks))
     out: list[tuple[Arrays, dict[str, float]]] = [(Arrays(), {})] * len(data)
     cpu = {n: t.cpu() for n, t in params.items()}
@@ -387,36 +323,32 @@ def _run(
     y_all: torch.Tensor,
     sched: _Schedule,
     cfg: TrainConfig,
-    masks: _DropoutMasks | None,
+    masks: _DropoutMasks,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run every local step, updating `params` in place; return summed losses and hits."""
-    num = len(sched.order)
-    trainable = plan.trainable
-    anchors = {n: params[n].clone() for n in trainable} if cfg.proximal_mu > 0 else None
-    optimizer = _Optimizer({n: params[n] for n in trainable}, cfg)
-    twin = plan.twin
-
-    def forward(p: dict[str, torch.Tensor], m: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
-        return functional_call(twin, (p, m), (x,))
-
-    batched = vmap(forward, randomness="error")
+    optimizer = _Optimizer(params, cfg, plan.trainable)
+    # Dense layers update their own parameters in the backward pass; the rest are
+    # leaves whose gradients autograd returns.
+    leaves = [n for n in plan.trainable if n not in plan.forward.linear_params]
+    token = torch.zeros((), requires_grad=True)  # ties dense layers into the graph
     device, b = x_all.device, cfg.batch_size
     index, counts_all = sched.index.to(device), sched.counts.to(device)
     positions = torch.arange(b, device=device)
-    # Clients still training at each step (a prefix, as they are sorted by steps), and
+    # Clients still training at each step (a prefix: they are sorted by steps), and
     # whether all their batches are full (no masking needed).
     active = [sum(1 for s in sched.steps if s > step) for step in range(max(sched.steps))]
     full = [bool((sched.counts[:m, step] == b).all()) for step, m in enumerate(active)]
-    total_loss = torch.zeros(num, dtype=torch.float64, device=device)
-    correct = torch.zeros(num, dtype=torch.int64, device=device)
+    total_loss = torch.zeros(len(sched.order), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(sched.order), dtype=torch.int64, device=device)
     for step, m in enumerate(active):
+        optimizer.begin(step, m)
+        masks.counts = sched.counts[:m, step].tolist()
         idx = index[:m, step]
         xb, yb = x_all[idx], y_all[idx]
         live = {n: params[n][:m] for n in plan.names}
-        for n in trainable:
+        for n in leaves:
             live[n] = live[n].detach().requires_grad_()
-        step_masks = masks.draw(sched.counts[:m, step].tolist()) if masks else {}
-        logits = batched(live, step_masks, xb)
+        logits = plan.forward(live, xb, optimizer, token, masks)
         per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
         with torch.no_grad():
             hits = logits.argmax(-1) == yb
@@ -428,13 +360,12 @@ def _run(
             valid = positions < counts[:, None]
             loss = (per_example.view(m, b) * valid).sum(1) / counts
             hits &= valid
-        grads = torch.autograd.grad(loss.sum(), [live[n] for n in trainable])
-        named = dict(zip(trainable, grads, strict=True))
-        if anchors is not None:
-            with torch.no_grad():
-                for n in trainable:
-                    named[n].add_(live[n] - anchors[n][:m], alpha=cfg.proximal_mu)
-        optimizer.step(step, m, named)
+        grads = torch.autograd.grad(
+            loss.sum(), [token, *(live[n] for n in leaves)], allow_unused=True
+        )
+        for n, grad in zip(leaves, grads[1:], strict=True):
+            if grad is not None:
+                optimizer.update(n, grad)
         with torch.no_grad():
             total_loss[:m] += loss * counts
             correct[:m] += hits.sum(1)

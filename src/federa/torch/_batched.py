@@ -1,0 +1,307 @@
+"""One forward pass of a model for many clients at once, each with its own parameters.
+
+`trace` turns a model into a `BatchedForward` with `torch.fx`: every layer of a supported
+kind is replaced by its batched form over a leading client axis. Linear layers become
+batched matrix products whose backward pass hands each weight's gradient product
+straight to the optimizer (`Updater.update_product`), so the large per-client gradient
+of a dense layer is never allocated per step and, for plain SGD, never written at all:
+the update is folded into the product. Convolutions become one grouped convolution
+(one group per client, batch-major layout); pooling, flattening, dropout and
+element-wise activations carry over directly.
+
+Supported: nn.Linear, nn.Conv2d (zero padding), nn.MaxPool2d, nn.AvgPool2d,
+nn.Flatten, nn.Dropout, nn.Identity, element-wise activation modules and functions
+(ReLU, Tanh, GELU, ...), torch.flatten, and +, -, * between activations. Anything else
+makes `trace` return the reason, and the caller trains per client.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.fx
+from torch import nn
+from torch.nn import functional as F
+
+# Modules and functions that act on each element alone, so on any layout.
+_ELEMENTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Identity,
+)
+_ELEMENTWISE_FUNCTIONS: set[Callable[..., Any]] = {
+    torch.relu,
+    F.relu,
+    torch.tanh,
+    torch.sigmoid,
+    F.gelu,
+    F.silu,
+    F.leaky_relu,
+    F.elu,
+}
+_BINARY = {operator.add, operator.sub, operator.mul, torch.add, torch.mul}
+
+
+class Updater(Protocol):
+    """Receives gradients during the backward pass and updates the parameters in place."""
+
+    def update_product(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Apply the gradient a @ b (batched over clients) to parameter `name`."""
+
+    def update(self, name: str, grad: torch.Tensor) -> None:
+        """Apply `grad` to parameter `name`."""
+
+
+class _Linear(torch.autograd.Function):
+    """Batched x @ W^T + b whose backward updates W and b through the updater."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        token: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        names: tuple[str | None, str | None],
+        updater: Updater,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        # Held outside save_for_backward: the backward pass updates them in place.
+        ctx.weight, ctx.bias, ctx.names, ctx.updater = weight, bias, names, updater
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        # The input's gradient needs the weight before its update.
+        grad_x = torch.bmm(grad, ctx.weight) if ctx.needs_input_grad[0] else None
+        weight_name, bias_name = ctx.names
+        if weight_name is not None:
+            ctx.updater.update_product(weight_name, grad.transpose(1, 2), x)
+        if bias_name is not None:
+            ctx.updater.update(bias_name, grad.sum(1))
+        return grad_x, None, None, None, None, None
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """An activation of all clients: (clients, batch, ...), or (batch, clients, ...)."""
+
+    tensor: torch.Tensor
+    batch_major: bool
+
+    def client_major(self) -> torch.Tensor:
+        return self.tensor.transpose(0, 1) if self.batch_major else self.tensor
+
+    def as_batch_major(self) -> torch.Tensor:
+        return self.tensor if self.batch_major else self.tensor.transpose(0, 1)
+
+
+DropoutFn = Callable[[float, tuple[int, ...], torch.dtype], torch.Tensor]
+"""Returns the next dropout call's (clients, batch, *shape) mask, given p, shape and dtype."""
+
+
+class BatchedForward:
+    """Run a traced model for every client at once.
+
+    Args:
+        graph: The traced model.
+        trainable: Names of the parameters training updates.
+    """
+
+    def __init__(self, graph: torch.fx.GraphModule, trainable: frozenset[str]) -> None:
+        self.graph = graph
+        self.modules = dict(graph.named_modules())
+        self.trainable = trainable
+        # Parameters owned by linear layers reach the updater from their backward pass.
+        self.linear_params = frozenset(
+            f"{node.target}.{kind}"
+            for node in graph.graph.nodes
+            if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
+            for kind in ("weight", "bias")
+        )
+
+    def __call__(
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        updater: Updater,
+        token: torch.Tensor,
+        dropout: DropoutFn,
+    ) -> torch.Tensor:
+        """Return logits (clients, batch, classes) for inputs x (clients, batch, ...).
+
+        Linear layers' parameters in `params` are updated in place by the backward pass
+        (through `updater`); all others must be leaves whose gradients the caller takes.
+        `token` (a scalar that requires grad) ties linear layers into the graph.
+        """
+        env: dict[torch.fx.Node, Any] = {}
+        for node in self.graph.graph.nodes:
+            if node.op == "placeholder":
+                env[node] = _Value(x, batch_major=False)
+            elif node.op == "output":
+                out: _Value = env[node.args[0]]
+                return out.client_major()
+            elif node.op == "call_module":
+                value = env[node.args[0]]
+                module = self.modules[node.target]
+                if isinstance(module, nn.Dropout):
+                    t = value.tensor
+                    env[node] = self._dropout(value, dropout(module.p, t.shape[2:], t.dtype))
+                else:
+                    env[node] = self._module(node.target, module, value, params, updater, token)
+            elif node.op == "call_function" and node.target in _BINARY:
+                env[node] = _binary(node.target, [env.get(a, a) for a in node.args])
+            else:  # an element-wise function or torch.flatten, checked by trace()
+                value = env[node.args[0]]
+                if node.target is torch.flatten:
+                    start, end = _flatten_dims(node.args[1:], node.kwargs)
+                    flat = value.tensor.flatten(_shift(start), _shift(end))
+                    env[node] = _Value(flat, value.batch_major)
+                else:
+                    fn: Callable[..., torch.Tensor] = node.target
+                    kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
+                    result = fn(value.tensor, *node.args[1:], **kwargs)
+                    env[node] = _Value(result, value.batch_major)
+        raise AssertionError("a traced graph ends in an output node")
+
+    def _module(
+        self,
+        name: str,
+        module: nn.Module,
+        value: _Value,
+        params: dict[str, torch.Tensor],
+        updater: Updater,
+        token: torch.Tensor,
+    ) -> _Value:
+        if isinstance(module, nn.Linear):
+            w, b = f"{name}.weight", f"{name}.bias"
+            bias = params[b] if module.bias is not None else None
+            names = (w if w in self.trainable else None, b if b in self.trainable else None)
+            x = value.client_major()
+            out = _Linear.apply(x, token, params[w], bias, names, updater)  # type: ignore[no-untyped-call]  # torch leaves apply unannotated
+            return _Value(out, batch_major=False)
+        if isinstance(module, nn.Conv2d):
+            return _conv(module, value, params[f"{name}.weight"], params.get(f"{name}.bias"))
+        if isinstance(module, nn.Flatten):
+            flat = value.tensor.flatten(_shift(module.start_dim), _shift(module.end_dim))
+            return _Value(flat, value.batch_major)
+        if isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+            t = value.tensor  # pool every (height, width) plane, whatever the leading axes
+            out = module(t.flatten(0, -3))
+            return _Value(out.view(*t.shape[:-2], *out.shape[-2:]), value.batch_major)
+        if isinstance(module, nn.ReLU):
+            return _Value(F.relu(value.tensor), value.batch_major)  # never in place
+        return _Value(module(value.tensor), value.batch_major)
+
+    @staticmethod
+    def _dropout(value: _Value, mask: torch.Tensor) -> _Value:
+        return _Value(
+            value.tensor * (mask.transpose(0, 1) if value.batch_major else mask), value.batch_major
+        )
+
+
+def _conv(
+    module: nn.Conv2d, value: _Value, weight: torch.Tensor, bias: torch.Tensor | None
+) -> _Value:
+    """Run every client's convolution as one grouped convolution, batch-major."""
+    x = value.as_batch_major()
+    batch, clients = x.shape[:2]
+    out = F.conv2d(
+        x.reshape(batch, clients * x.shape[2], *x.shape[3:]),
+        weight.flatten(0, 1),
+        None if bias is None else bias.flatten(),
+        module.stride,
+        module.padding,
+        module.dilation,
+        module.groups * clients,
+    )
+    return _Value(out.view(batch, clients, -1, *out.shape[2:]), batch_major=True)
+
+
+def _binary(op: Callable[..., Any], args: Sequence[Any]) -> _Value:
+    values = [a for a in args if isinstance(a, _Value)]
+    batch_major = all(v.batch_major for v in values)
+    tensors = [
+        (a.as_batch_major() if batch_major else a.client_major()) if isinstance(a, _Value) else a
+        for a in args
+    ]
+    return _Value(op(*tensors), batch_major)
+
+
+def _flatten_dims(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int]:
+    """Return torch.flatten's (start_dim, end_dim) for one example's batch."""
+    start = args[0] if args else kwargs.get("start_dim", 0)
+    end = args[1] if len(args) > 1 else kwargs.get("end_dim", -1)
+    return int(start), int(end)
+
+
+def _shift(dim: int) -> int:
+    """Return a non-negative axis of a batch as an axis of the stacked (clients, batch, ...)."""
+    return dim + 1 if dim >= 0 else dim
+
+
+def trace(model: nn.Module, trainable: frozenset[str]) -> BatchedForward | str:
+    """Return `model`'s batched forward pass, or why it cannot be built."""
+    kind = type(model).__name__
+    try:
+        graph = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # any model torch.fx cannot trace
+        return f"{kind} cannot be traced by torch.fx ({type(exc).__name__}: {exc})"
+    modules = dict(graph.named_modules())
+    called: set[str] = set()
+    for node in graph.graph.nodes:
+        reason = _unsupported(node, modules, called)
+        if reason is not None:
+            return f"{kind} {reason}"
+    return BatchedForward(graph, trainable)
+
+
+def _unsupported(
+    node: torch.fx.Node, modules: dict[str, nn.Module], called: set[str]
+) -> str | None:
+    """Return why `node` cannot run batched, or None."""
+    if node.op in ("placeholder", "output"):
+        if node.op == "placeholder" and node.name != next(iter(node.graph.nodes)).name:
+            return "takes more than one input"
+        return None
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            if str(node.target) in called:
+                return f"calls {node.target} twice in one forward pass"
+            called.add(str(node.target))
+            if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+                return f"pads {node.target} with {module.padding_mode!r}"
+            return None
+        if isinstance(module, nn.MaxPool2d) and module.return_indices:
+            return f"returns pooling indices from {node.target}"
+        if isinstance(module, nn.Flatten) and module.start_dim == 0:
+            return f"flattens the batch axis away ({node.target})"
+        if type(module) in (nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d):
+            return None
+        if isinstance(module, _ELEMENTWISE_MODULES):
+            return None
+        return f"uses {type(module).__name__} ({node.target})"
+    if node.op == "call_function":
+        if node.target is torch.flatten:
+            start, _ = _flatten_dims(node.args[1:], dict(node.kwargs))
+            return "flattens the batch axis away" if start == 0 else None
+        if node.target in _ELEMENTWISE_FUNCTIONS:
+            return None
+        if node.target in _BINARY and not node.kwargs:
+            return None
+    return f"uses {node.op} {getattr(node.target, '__name__', node.target)}"
