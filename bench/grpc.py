@@ -6,8 +6,10 @@
     fully received and decoded), client -> server the time from fit returning to the
     strategy receiving the result (the client's and the server's NaN checks included).
     Both processes read CLOCK_MONOTONIC, so their timestamps compare. Goal: >= 500 MB/s
-    each way. For scale, also the rate of a plain gRPC stream of bytes messages of the
-    same size in one process (no federa, no protobuf).
+    each way. Round 1 receives into freshly allocated arrays; later rounds receive
+    into the arrays of the round before (transport/grpc/pool.py), as a deployment
+    does. For scale, also the rate of a plain gRPC stream of bytes messages of the
+    same size from a separate process (no federa, no protobuf): the ceiling here.
 (b) round overhead: --clients connect() clients, all threads of ONE separate process
     (each with its own channel and TCP connection), a --params float32 model, and a fit
     that sleeps --sleep-ms. Overhead = train-phase wall time of the round minus the
@@ -15,9 +17,10 @@
 (c) server memory per connected client: the server process's RSS (/proc/self/status)
     after the clients of (b) connected and idle, minus before, / --clients.
 
-Run: python bench/grpc.py [--model-mb 1024] [--clients 100]
+Run: python bench/grpc.py [--model-mb 1024] [--clients 100] [--only transfer|clients]
 Quick: python bench/grpc.py --model-mb 64 --clients 10
-Prints one JSON line. MB = 2**20 bytes.
+Prints one JSON line. MB = 2**20 bytes. glibc's MALLOC_* tunables in the environment
+(they change how often gRPC's buffers come back as fresh pages) are printed with it.
 """
 
 # ruff: noqa: E402  (the imports after the sys.path fix below must stay after it)
@@ -105,6 +108,9 @@ class SleepClient(fd.Client):
 
 def run_clients(args: argparse.Namespace) -> None:
     """Child process: serve `--clients` clients to the server at `--port`, as threads."""
+    if args.role == "raw":
+        serve_raw(args.model_mb * MB)
+        return
     # One TCP connection per client, as separate machines would have (gRPC otherwise
     # shares one connection between channels of a process that have the same target).
     grpc_client.CHANNEL_OPTIONS.append(("grpc.use_local_subchannel_pool", 1))
@@ -171,7 +177,7 @@ def make_model(total_bytes: int, num_arrays: int) -> fd.Arrays:
     )
 
 
-def wait_child(child: subprocess.Popen[bytes]) -> None:
+def wait_child(child: subprocess.Popen[Any]) -> None:
     try:
         child.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -198,6 +204,7 @@ def bench_transfer(args: argparse.Namespace) -> dict[str, Any]:
             wait_child(child)
     assert history.arrays is not None and history.arrays.equals(model), "model changed in transit"
     size_mb = model.num_bytes / MB
+    raw = bench_raw_grpc(args, model.num_bytes)
     down, up, both = [], [], []
     for r in strategy.rounds:
         if r["failures"]:
@@ -216,14 +223,18 @@ def bench_transfer(args: argparse.Namespace) -> dict[str, Any]:
         "per_round_server_to_client_MBps": [round(x, 1) for x in down],
         "per_round_client_to_server_MBps": [round(x, 1) for x in up],
         "client": "connect() in a separate process",
-        "plain_grpc_bytes_stream_MBps": round(bench_raw_grpc(min(model.num_bytes, 512 * MB)), 1),
+        "plain_grpc_bytes_stream_MBps": round(statistics.median(raw), 1),
+        "per_call_plain_grpc_bytes_stream_MBps": [round(x, 1) for x in raw],
         "goal": ">= 500 MB/s each way",
     }
 
 
-def bench_raw_grpc(total_bytes: int) -> float:
-    """MB/s of plain bytes messages of CHUNK_BYTES on one gRPC stream, server and client
-    in this process: what gRPC-Python itself manages here, without federa or protobuf."""
+RAW_OPTIONS = [("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES)]
+
+
+def serve_raw(total_bytes: int) -> None:
+    """Child process: stream `total_bytes` as CHUNK_BYTES bytes messages per call; print
+    the port, serve until stdin closes."""
     payload = b"\x01" * codec.CHUNK_BYTES
     count = max(1, total_bytes // len(payload))
 
@@ -234,20 +245,34 @@ def bench_raw_grpc(total_bytes: int) -> float:
     handler = grpc.method_handlers_generic_handler(
         "bench.Raw", {"Stream": grpc.unary_stream_rpc_method_handler(stream)}
     )
-    options = [("grpc.max_receive_message_length", codec.MAX_MESSAGE_BYTES)]
     with futures.ThreadPoolExecutor(2) as pool:
-        server = grpc.server(pool, handlers=[handler], options=options)
-        port = server.add_insecure_port("127.0.0.1:0")
+        server = grpc.server(pool, handlers=[handler], options=RAW_OPTIONS)
+        print(server.add_insecure_port("127.0.0.1:0"), flush=True)
         server.start()
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-                call = channel.unary_stream("/bench.Raw/Stream")
+        sys.stdin.read()
+        server.stop(0).wait()
+
+
+def bench_raw_grpc(args: argparse.Namespace, total_bytes: int) -> list[float]:
+    """MB/s of plain bytes messages of CHUNK_BYTES on one gRPC stream from a separate
+    process, per call: what gRPC-Python itself manages here, without federa or protobuf."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "raw"]
+    cmd += ["--model-mb", str(total_bytes // MB)]
+    child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    rates = []
+    try:
+        port = int(child.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=RAW_OPTIONS) as channel:
+            call = channel.unary_stream("/bench.Raw/Stream")
+            for _ in range(args.transfer_rounds):
                 start = time.perf_counter()
                 received = sum(len(m) for m in call(b""))
-                seconds = time.perf_counter() - start
-        finally:
-            server.stop(0).wait()
-    return received / MB / seconds
+                rates.append(received / MB / (time.perf_counter() - start))
+    finally:
+        child.stdin.close()
+        wait_child(child)
+    return rates
 
 
 def bench_clients(args: argparse.Namespace) -> dict[str, Any]:
@@ -317,15 +342,19 @@ def main() -> None:
     parser.add_argument("--params", type=int, default=10_000, help="(b) model parameters")
     parser.add_argument("--sleep-ms", type=float, default=50.0, help="(b) each client's fit")
     parser.add_argument("--overhead-rounds", type=int, default=5, help="(b) rounds measured")
-    parser.add_argument("--role", choices=["echo", "sleepers"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=["transfer", "clients"], help="run only (a) or only (b) and (c)"
+    )
+    parser.add_argument("--role", choices=["echo", "sleepers", "raw"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is not None:
         logging.basicConfig(level=logging.ERROR)
         run_clients(args)
         return
-    clients = bench_clients(args)  # first, while the server process is small and fresh
-    transfer = bench_transfer(args)
+    # Clients first, while the server process is small and fresh.
+    clients = bench_clients(args) if args.only != "transfer" else {}
+    transfer = {"transfer": bench_transfer(args)} if args.only != "clients" else {}
     print(
         json.dumps(
             {
@@ -333,8 +362,10 @@ def main() -> None:
                 "transport": "loopback, plaintext",
                 "machine": platform.machine(),
                 "cpus": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                 "units": "MB = 2**20 bytes",
-                "transfer": transfer,
+                **transfer,
                 **clients,
             }
         )

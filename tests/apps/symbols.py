@@ -25,7 +25,7 @@ def _digit(char: str, rng: np.random.Generator) -> npt.NDArray[np.float32]:
     # A random shear, as handwriting slants.
     shear = rng.uniform(-0.25, 0.25)
     matrix = np.array([[1.0, shear, -shear * 40], [0.0, 1.0, 0.0]], dtype=np.float32)
-    canvas = cv2.warpAffine(canvas, matrix, (80, 80))
+    canvas = np.asarray(cv2.warpAffine(canvas, matrix, (80, 80)), dtype=np.uint8)
     rows = np.flatnonzero(canvas.max(axis=1) > 25)
     cols = np.flatnonzero(canvas.max(axis=0) > 25)
     ink = canvas[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
@@ -62,7 +62,8 @@ def _operator(char: str, rng: np.random.Generator) -> npt.NDArray[np.float32]:
     if char == ".":
         cv2.circle(big, (c, c), int(rng.integers(8, 12)), 255, -1, cv2.LINE_AA)
     small = cv2.resize(big, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32) / 255
+    image: npt.NDArray[np.float32] = np.asarray(small, dtype=np.float32) / np.float32(255)
+    return image
 
 
 def font_pool(rng: np.random.Generator, per_class: int = 8) -> Pool:

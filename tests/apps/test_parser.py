@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from federa.apps.calculator.parser import CalculatorError, evaluate, format_value
+from federa.apps.calculator.parser import CalculatorError, evaluate, format_value, is_well_formed
 from federa.errors import FederaError
 
 
@@ -16,7 +16,7 @@ from federa.errors import FederaError
         ("8/4x2", 4),  # same level: left to right
         ("7-2x3+1", 2),
         ("2·3+1", 7),  # the multiplication dot
-        ("6×7", 42),  # the multiplication sign
+        ("6\u00d77", 42),  # the multiplication sign
         ("12:4", 3),
         ("(2+3)x4", 20),
         ("2x(3+4)x(1+1)", 28),
@@ -110,3 +110,11 @@ def test_a_huge_number_is_refused() -> None:
 )
 def test_format_value_is_exact_when_the_decimal_ends(value: Fraction, text: str) -> None:
     assert format_value(value) == text
+
+
+def test_is_well_formed_checks_syntax_only() -> None:
+    assert is_well_formed("12+3x4")
+    assert is_well_formed("7÷0")  # computes to an error, but is written correctly
+    assert not is_well_formed("/7+1")
+    assert not is_well_formed("1.2.3")
+    assert not is_well_formed("")

@@ -93,30 +93,27 @@ def test_reading_to_dict_is_json_ready(drawn: Pool) -> None:
     assert data["symbols"][0]["confidence"] == pytest.approx(0.99, abs=1e-3)
 
 
-def test_annotate_draws_a_box_per_symbol_and_a_result_band(drawn: Pool) -> None:
+def test_annotate_draws_a_box_per_symbol_and_the_result(drawn: Pool) -> None:
     expression = compose("4x2", drawn, np.random.default_rng(5), noise=0.0)
     sure = read_expression(expression.image, Recognizer(Scripted("4x2"), CALCULATOR_CLASSES))
     unsure = read_expression(
         expression.image, Recognizer(Scripted("4x2", confidence=0.5), CALCULATOR_CLASSES)
     )
     height, width = expression.image.shape
-    for reading, colour in ((sure, (0, 160, 0)), (unsure, (200, 0, 200))):
+    zoom = min(4, -(-160 // height))  # small images are enlarged for legible labels
+    green, magenta = (0, 160, 0), (200, 0, 200)
+    for reading, colour, other in ((sure, green, magenta), (unsure, magenta, green)):
         picture = annotate(expression.image, reading)
-        assert picture.dtype == np.uint8 and picture.shape[1:] == (width, 3)
-        assert picture.shape[0] > height  # the band with "4x2 = 8" below the image
-        for symbol in reading.symbols:
-            x, y, w, h = symbol.box
-            left_edge = picture[y + h // 2, x]
-            assert tuple(int(v) for v in left_edge) == colour
-    colour_photo = np.zeros((height, width, 3), dtype=np.uint8)
-    colour_photo[:] = (250, 240, 200)
-    assert tuple(
-        annotate(colour_photo, Reading(symbols=(), text="", value=None, error="x"))[0, 0]
-    ) == (
-        250,
-        240,
-        200,
-    )
+        assert picture.dtype == np.uint8 and picture.shape[1:] == (width * zoom, 3)
+        assert picture.shape[0] > height * zoom  # label and result bands
+        painted = (picture == colour).all(axis=2).sum()
+        perimeter = sum(2 * (s.box.width + s.box.height) * zoom for s in reading.symbols)
+        assert painted >= perimeter
+        assert not (picture == other).all(axis=2).any()
+    big = np.full((400, 600, 3), (250, 240, 200), dtype=np.uint8)
+    nothing = Reading(symbols=(), text="", value=None, error="no handwriting found")
+    framed = annotate(big, nothing)
+    assert framed.shape[1] == 600 and tuple(framed[0, 0]) == (250, 240, 200)
 
 
 def make_run_dir(folder: Path, seed: int = 0) -> nn.Module:
@@ -203,3 +200,76 @@ def test_evaluate_agrees_with_what_read_expression_computes(drawn: Pool) -> None
         assert reading.text == text
         assert reading.value == evaluate(text)
         assert isinstance(reading.value, Fraction)
+
+
+class Fixed(nn.Module):
+    """A stand-in classifier that answers fixed class probabilities, one row per symbol."""
+
+    def __init__(self, rows: list[dict[str, float]]) -> None:
+        super().__init__()
+        probs = torch.full((len(rows), 16), 1e-4)
+        for i, row in enumerate(rows):
+            for char, p in row.items():
+                probs[i, CALCULATOR_CLASSES.index(char)] = p
+        self.logits = torch.log(probs / probs.sum(dim=1, keepdim=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[: len(x)]
+
+
+def test_a_reading_that_does_not_parse_takes_the_likeliest_one_that_does(drawn: Pool) -> None:
+    expression = compose("17+1", drawn, np.random.default_rng(8))
+    confused = Fixed([{"/": 0.6, "1": 0.4}, {"7": 0.99}, {"+": 0.99}, {"1": 0.7, "/": 0.3}])
+    reading = read_expression(expression.image, Recognizer(confused, CALCULATOR_CLASSES))
+    assert reading.text == "17+1" and reading.value == 18
+    confidences = [s.confidence for s in reading.symbols]
+    assert confidences == pytest.approx([0.4, 0.99, 0.99, 0.7], abs=0.01)
+    # A well-formed first choice is kept, however unsure.
+    unsure = Fixed([{"1": 0.4, "7": 0.35}, {"7": 0.99}, {"+": 0.99}, {"1": 0.7, "/": 0.3}])
+    assert read_expression(expression.image, Recognizer(unsure, CALCULATOR_CLASSES)).text == "17+1"
+    # An alternative far less likely than the first choice is not taken.
+    sure = Fixed([{"/": 0.9999}, {"7": 0.99}, {"+": 0.99}, {"1": 0.99}])
+    reading = read_expression(expression.image, Recognizer(sure, CALCULATOR_CLASSES))
+    assert reading.text == "/7+1" and reading.error is not None
+
+
+def test_recognizer_moves_the_training_prior_to_the_calculator_prior(tmp_path: Path) -> None:
+    from federa.apps.calculator.recognizer import calculator_prior
+    from federa.data import Dataset, DatasetSplit
+
+    prior = calculator_prior(CALCULATOR_CLASSES)
+    assert prior.sum() == pytest.approx(1.0)
+    assert prior[:10].sum() == pytest.approx(0.75) and prior[10:].sum() == pytest.approx(0.25)
+    # Trained on 8 times more "1" than "/", the model leans to "1"; the calculator does not.
+    counts = [800] * 16
+    counts[1] = 6400
+    leaning = Fixed([{"1": 0.6, "/": 0.4}])
+    images = np.zeros((1, 28, 28), dtype=np.float32)
+    assert Recognizer(leaning, CALCULATOR_CLASSES).classify(images)[0] == ["1"]
+    corrected = Recognizer(leaning, CALCULATOR_CLASSES, class_counts=counts)
+    assert corrected.classify(images)[0] == ["/"]
+    assert corrected.probabilities(images).sum() == pytest.approx(1.0)
+    with pytest.raises(FederaError, match="positive count for each of the 16 classes"):
+        Recognizer(leaning, CALCULATOR_CLASSES, class_counts=[1, 2])
+    # federa run records the counts beside the model, and load_recognizer uses them.
+    labels = np.repeat(np.arange(16), counts).astype(np.int64)
+    data = Dataset(
+        x=np.zeros((len(labels), 1, 28, 28), dtype=np.float32),
+        y=labels,
+        num_classes=16,
+        name="calculator-train",
+        class_names=CALCULATOR_CLASSES,
+    )
+    module = build_model("symbol_cnn", (1, 28, 28), 16)
+    (tmp_path / "run").mkdir()
+    write_run_dir(
+        tmp_path / "run",
+        RunConfig(dataset="calculator"),
+        History(arrays=module_to_arrays(module)),
+        split=DatasetSplit(train=data, test=data),
+    )
+    _, metadata = load_model_file(tmp_path / "run" / "model.safetensors")
+    assert json.loads(metadata["class_counts"]) == counts
+    loaded = load_recognizer(tmp_path / "run")
+    assert loaded.weights is not None
+    np.testing.assert_allclose(loaded.weights, corrected.weights)

@@ -153,6 +153,6 @@ def test_segments_hold_only_their_own_ink(drawn: Pool) -> None:
     expression = compose("88", drawn, np.random.default_rng(7), noise=0.0)
     for found in segment(expression.image):
         assert found.ink.dtype == np.float32
-        assert 0.0 <= found.ink.min() and found.ink.max() == pytest.approx(1.0, abs=0.05)
+        assert found.ink.min() >= 0.0 and found.ink.max() == pytest.approx(1.0, abs=0.05)
         # The crop's border columns hold no ink of the neighbour.
         assert found.ink.shape[1] <= found.box.width + 2

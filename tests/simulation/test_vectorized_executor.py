@@ -12,7 +12,7 @@ from torch import nn
 import federa as fd
 from federa.core.messages import EvalTask, Failure, Task, TaskResult, TrainResult, TrainTask
 from federa.errors import ConfigError
-from federa.simulation import SerialExecutor, make_executor
+from federa.simulation import SerialExecutor, make_executor, vectorized
 from federa.simulation.vectorized import VectorizedExecutor
 from federa.torch.arrays import module_to_arrays
 from federa.torch.client import TorchClient
@@ -147,14 +147,29 @@ def test_other_clients_fall_back_per_client_with_one_warning_each(
     assert any("batch" in w for w in warnings)
 
 
-def test_model_that_fails_under_vmap_trains_per_client(caplog: pytest.LogCaptureFixture) -> None:
+def test_unsupported_layer_trains_per_client_and_names_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def client_fn(cid: int) -> TorchClient:
         return TorchClient(NoisyNet, client_data(cid), train_config=CFG)
 
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         got, want = run_both(client_fn, train_tasks(initial(NoisyNet), 3))
     assert got == want  # the per-client path, bit for bit
-    assert "vectorized training failed" in caplog.text
+    assert "NoisyNet uses call_function randn_like" in caplog.text
+
+
+def test_chunk_that_fails_to_train_falls_back_per_client(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(vectorized, "train_cohort", broken)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        got, want = run_both(mlp_client, train_tasks(initial(), 3))
+    assert got == want
+    assert "vectorized training failed (RuntimeError: out of memory)" in caplog.text
 
 
 def test_client_fn_that_raises_becomes_a_failure() -> None:

@@ -119,33 +119,66 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves:
     raise FederaError(f"{history_file} records no accuracy; there is nothing to compare")
 
 
+def _late_window(runs: Sequence[RunCurves]) -> tuple[int, float, float] | None:
+    """Return (first round, low, high) of the accuracies over the last three quarters."""
+    last = max(r for run in runs for r, _ in run.accuracy)
+    first = max(1, last // 4)
+    values = [v for run in runs for r, v in run.accuracy if r >= first]
+    if last < 4 or not values:
+        return None
+    spread = max(values) - min(values)
+    return first, min(values) - 0.1 * spread - 1e-3, max(values) + 0.1 * spread + 1e-3
+
+
 def plot_runs(runs: Sequence[RunCurves], out: Path, target: float | None = None) -> None:
-    """Draw every run's accuracy (left) and loss (right) against the round to a PNG."""
+    """Draw every run's accuracy (left) and loss (right) against the round to a PNG.
+
+    The accuracy panel has an inset zoomed on the last three quarters of the rounds,
+    where runs differ by fractions of a percent; the loss axis is logarithmic.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
+    window = _late_window(runs)
+    inset = ax_acc.inset_axes((0.35, 0.08, 0.6, 0.55)) if window else None
     for run in runs:
         label = run.label if run.source == "test" else f"{run.label} [{run.source}]"
-        line = ax_acc.plot(*zip(*run.accuracy, strict=True), "-o", markersize=2.5, label=label)
+        rounds, values = zip(*run.accuracy, strict=True)
+        line = ax_acc.plot(rounds, values, "-o", markersize=2.5, label=label)
+        colour = line[0].get_color()
+        if inset is not None:
+            inset.plot(rounds, values, "-o", markersize=2, color=colour)
         if run.loss:
-            colour = line[0].get_color()
             ax_loss.plot(*zip(*run.loss, strict=True), "-o", markersize=2.5, color=colour)
     if target is not None:
-        ax_acc.axhline(
-            target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}"
-        )
+        for ax in (ax_acc, inset):
+            if ax is not None:
+                ax.axhline(target, color="grey", linestyle="--", linewidth=1)
     for ax, name in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.set_xlabel("round")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    low = min(min(v for _, v in run.accuracy) for run in runs)
-    ax_acc.set_ylim(max(0.0, min(low, target or 1.0) - 0.05), 1.0)
-    ax_acc.legend(loc="lower right", fontsize="small")
+    ax_acc.set_ylim(0.0, 1.0)
+    if inset is not None and window is not None:
+        first, low, high = window
+        inset.set_xlim(first - 0.5, max(r for run in runs for r, _ in run.accuracy) + 0.5)
+        inset.set_ylim(low, high)
+        inset.xaxis.set_major_locator(MaxNLocator(integer=True))
+        inset.tick_params(labelsize="x-small")
+        inset.grid(alpha=0.3)
+    if all(v > 0 for run in runs for _, v in run.loss) and any(run.loss for run in runs):
+        ax_loss.set_yscale("log")
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if target is not None:
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1))
+        labels.append(f"target {target:g}")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)))
     ax_acc.set_title("accuracy")
     ax_loss.set_title("loss")
     tmp = out.with_name(out.stem + ".tmp.png")

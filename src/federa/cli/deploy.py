@@ -84,7 +84,7 @@ def server_command(args: argparse.Namespace) -> int:
         on_ready=on_ready,
         secure_aggregation=secure_aggregation,
     )
-    write_run_dir(out, cfg, history)
+    write_run_dir(out, cfg, history, split=experiment.split)
     console.print(summary(history, out, time.perf_counter() - start), soft_wrap=True)
     return 0
 

@@ -152,8 +152,9 @@ def model_metadata(cfg: RunConfig, split: DatasetSplit | None = None) -> dict[st
     """Return the strings model.safetensors records beside the arrays of a run.
 
     Keys: "model" (a `federa.torch.models.MODELS` name), "dataset", "strategy",
-    "rounds", "seed", and where known "in_shape" and "class_names" (JSON lists), "input"
-    (pixel scale and polarity) and, for the calculator, "framing".
+    "rounds", "seed", and where known "in_shape", "class_names" and "class_counts"
+    (training examples per class; JSON lists), "input" (pixel scale and polarity) and,
+    for the calculator, "framing".
     """
     meta = {
         "model": cfg.model_name,
@@ -171,6 +172,9 @@ def model_metadata(cfg: RunConfig, split: DatasetSplit | None = None) -> dict[st
         meta["in_shape"] = json.dumps(list(in_shape))
     if class_names:
         meta["class_names"] = json.dumps(list(class_names), ensure_ascii=False)
+    if split is not None:
+        counts = np.bincount(split.train.y, minlength=split.num_classes)
+        meta["class_counts"] = json.dumps([int(c) for c in counts])
     if cfg.dataset in ("calculator", "mnist", "emnist", "femnist"):
         meta["input"] = "grayscale in [0, 1], white ink on black"
     if cfg.dataset == "calculator":

@@ -118,7 +118,9 @@ def stretch_ink(images: npt.ArrayLike) -> npt.NDArray[np.float32]:
         has_ink = ~np.isnan(ink).all(axis=1)
         medians = np.ones(len(flat), dtype=np.float32)
         medians[has_ink] = np.nanmedian(ink[has_ink], axis=1)
-    stretched = np.clip(flat / medians[:, None], 0.0, 1.0).astype(np.float32)
+    stretched: npt.NDArray[np.float32] = np.clip(flat / medians[:, None], 0.0, 1.0).astype(
+        np.float32
+    )
     return stretched.reshape(pixels.shape)
 
 
@@ -128,7 +130,8 @@ def calculator_format(image: npt.ArrayLike) -> npt.NDArray[np.float32]:
     That is `frame_like_mnist` followed by `stretch_ink`: 28x28, ink fitted in a 20x20
     box and centred by mass, median ink pixel at 1.
     """
-    return stretch_ink(frame_like_mnist(image))
+    formatted: npt.NDArray[np.float32] = stretch_ink(frame_like_mnist(image))
+    return formatted
 
 
 def frame_many(images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

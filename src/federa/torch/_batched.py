@@ -191,9 +191,10 @@ class BatchedForward:
             w, b = f"{name}.weight", f"{name}.bias"
             bias = params[b] if module.bias is not None else None
             names = (w if w in self.trainable else None, b if b in self.trainable else None)
-            x = value.client_major()
-            out = _Linear.apply(x, token, params[w], bias, names, updater)  # type: ignore[no-untyped-call]  # torch leaves apply unannotated
-            return _Value(out, batch_major=False)
+            x = value.client_major()  # (clients, batch, ..., features): rows in between
+            rows = x.reshape(x.shape[0], -1, x.shape[-1])
+            out = _Linear.apply(rows, token, params[w], bias, names, updater)  # type: ignore[no-untyped-call]  # torch leaves apply unannotated
+            return _Value(out.view(*x.shape[:-1], out.shape[-1]), batch_major=False)
         if isinstance(module, nn.Conv2d):
             return _conv(module, value, params[f"{name}.weight"], params.get(f"{name}.bias"))
         if isinstance(module, nn.Flatten):

@@ -21,7 +21,9 @@ _UNSURE = (200, 0, 200)  # magenta
 _TEXT = (20, 20, 20)
 _SURE_AT = 0.9  # confidence from which a symbol counts as sure
 # OpenCV's Hershey fonts are ASCII only.
-_ASCII = {"÷": "div", "·": "dot", "\u00d7": "x"}  # \u00d7: the multiplication sign
+_ASCII = {"÷": ":", "·": "*", "\u00d7": "x", "≈": "~"}  # \u00d7: the multiplication sign
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
+_MIN_HEIGHT = 160  # smaller images are enlarged so that labels stay legible
 
 
 def _cv2() -> Any:
@@ -51,48 +53,73 @@ def _ascii(text: str) -> str:
     return "".join(_ASCII.get(c, c) if ord(c) < 128 or c in _ASCII else "?" for c in text)
 
 
+def _font_for(text: str, room: float, largest: float) -> float:
+    """Return the largest font scale (at most `largest`) at which `text` fits in `room`."""
+    cv2 = _cv2()
+    (unit_w, _), _ = cv2.getTextSize(text, _FONT, 1.0, 1)
+    return float(np.clip(room / max(unit_w, 1), 0.3, largest))
+
+
+def _label_band(reading: Reading, width: int, zoom: float) -> npt.NDArray[np.uint8]:
+    """Return a white band with each symbol's character over its confidence, above its box."""
+    cv2 = _cv2()
+    centres = [s.box.center_x * zoom for s in reading.symbols]
+    gaps = np.diff(centres) if len(centres) > 1 else np.array([width / 2])
+    room = max(8.0, float(gaps.min()) - 4)
+    char_font = _font_for("8", room, 1.2)
+    conf_font = _font_for("100%", room, 0.6)
+    (_, char_h), _ = cv2.getTextSize("8", _FONT, char_font, 1)
+    (_, conf_h), base = cv2.getTextSize("100%", _FONT, conf_font, 1)
+    band = np.full((char_h + conf_h + base + 14, width, 3), 255, dtype=np.uint8)
+    for symbol, centre in zip(reading.symbols, centres, strict=True):
+        colour = _SURE if symbol.confidence >= _SURE_AT else _UNSURE
+        for text, font, y in (
+            (_ascii(symbol.char), char_font, char_h + 4),
+            (f"{symbol.confidence:.0%}", conf_font, char_h + conf_h + 10),
+        ):
+            (text_w, _), _ = cv2.getTextSize(text, _FONT, font, 1)
+            x = int(np.clip(centre - text_w / 2, 0, max(0, width - text_w)))
+            cv2.putText(band, text, (x, y), _FONT, font, colour, 1, cv2.LINE_AA)
+    return band
+
+
 def annotate(image: npt.ArrayLike, reading: Reading) -> npt.NDArray[np.uint8]:
     """Return a copy of `image` with the reading drawn on it.
 
     Each symbol gets a box (green when the model is at least 90% sure, magenta
-    otherwise) and, above it, its character and confidence in percent. A white band
-    added below the image shows the expression and its value or error.
+    otherwise); a white band above the image shows each symbol's character over its
+    confidence in percent, and one below shows the expression and its value or error.
+    An image less than 160 pixels high is enlarged so that the labels stay legible.
 
     Args:
         image: The image that was read: gray (H, W), RGB (H, W, 3) or RGBA (H, W, 4).
         reading: What `read_expression` returned for it.
 
     Returns:
-        RGB uint8 pixels of shape (H + band, W, 3); the image keeps its channel order,
-        so a BGR image gives BGR back.
+        RGB uint8 pixels, (top band + H * zoom + bottom band, W * zoom, 3) with zoom 1
+        for images at least 160 pixels high; a BGR image gives BGR back.
     """
     cv2 = _cv2()
     canvas = _rgb(image)
-    height, width = canvas.shape[:2]
-    heights = [s.box.height for s in reading.symbols] or [height / 2]
-    scale = float(np.clip(np.median(heights) / 60, 0.35, 2.0))
-    thick = max(1, round(2 * scale))
+    zoom = float(min(4, max(1, -(-_MIN_HEIGHT // canvas.shape[0]))))
+    if zoom > 1:
+        canvas = cv2.resize(canvas, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+    width = canvas.shape[1]
+    thick = max(1, round(canvas.shape[0] / 150))
     for symbol in reading.symbols:
-        x, y, w, h = symbol.box
+        x, y, w, h = (round(v * zoom) for v in symbol.box)
         colour = _SURE if symbol.confidence >= _SURE_AT else _UNSURE
         cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thick)
-        label = f"{_ascii(symbol.char)} {symbol.confidence:.0%}"
-        (text_w, text_h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        tx = int(min(max(0, x), max(0, width - text_w)))
-        ty = y - base - 2 if y - text_h - base - 2 >= 0 else min(height - base, y + h + text_h + 2)
-        cv2.putText(
-            canvas, label, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA
-        )
     result = reading.value_text if reading.error is None else reading.error
     footer = _ascii(f"{reading.text} = {result}" if reading.error is None else str(result))
-    (unit_w, _), _ = cv2.getTextSize(footer, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
-    font = float(np.clip((width - 12) / max(unit_w, 1), 0.3, 1.0))
-    (_, text_h), base = cv2.getTextSize(footer, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
-    band = np.full((text_h + base + 12, width, 3), 255, dtype=np.uint8)
-    cv2.putText(
-        band, footer, (6, text_h + 6), cv2.FONT_HERSHEY_SIMPLEX, font, _TEXT, 1, cv2.LINE_AA
-    )
-    return np.vstack([canvas, band])
+    font = _font_for(footer, width - 12, 1.0)
+    (_, text_h), base = cv2.getTextSize(footer, _FONT, font, 1)
+    bottom = np.full((text_h + base + 12, width, 3), 255, dtype=np.uint8)
+    cv2.putText(bottom, footer, (6, text_h + 6), _FONT, font, _TEXT, 1, cv2.LINE_AA)
+    parts = [canvas, bottom]
+    if reading.symbols:
+        parts.insert(0, _label_band(reading, width, zoom))
+    return np.vstack(parts)
 
 
 def write_png(path: str | os.PathLike[str], image: npt.NDArray[np.uint8]) -> None:

@@ -24,7 +24,7 @@ from fractions import Fraction
 
 from federa.errors import FederaError
 
-__all__ = ["CalculatorError", "evaluate", "format_value"]
+__all__ = ["CalculatorError", "evaluate", "format_value", "is_well_formed"]
 
 _ADD = frozenset("+-")
 _MUL = frozenset("x\u00d7*·")  # \u00d7: the multiplication sign
@@ -102,10 +102,11 @@ def _tokenize(expression: str) -> list[_Token]:
 class _Parser:
     """Recursive descent over the tokens; each method consumes one grammar rule."""
 
-    def __init__(self, expression: str) -> None:
+    def __init__(self, expression: str, *, syntax_only: bool = False) -> None:
         self.expression = expression
         self.tokens = _tokenize(expression)
         self.index = 0
+        self.syntax_only = syntax_only  # a zero divisor is no syntax error
 
     def _peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -141,6 +142,8 @@ class _Parser:
             right = self._unary()
             if token.kind in _MUL:
                 value *= right
+            elif right == 0 and self.syntax_only:
+                value = Fraction(0)
             elif right == 0:
                 where = "" if divisor_at is None else f" at position {divisor_at.position}"
                 raise CalculatorError(
@@ -190,6 +193,15 @@ def evaluate(expression: str) -> Fraction:
             position), or divides by zero.
     """
     return _Parser(expression).parse()
+
+
+def is_well_formed(expression: str) -> bool:
+    """Return whether `expression` follows the grammar (a division by zero is well formed)."""
+    try:
+        _Parser(expression, syntax_only=True).parse()
+    except CalculatorError:
+        return False
+    return True
 
 
 def _is_terminating(value: Fraction) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +14,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from federa.apps.calculator.parser import CalculatorError, evaluate, format_value
+from federa.apps.calculator.parser import (
+    CalculatorError,
+    evaluate,
+    format_value,
+    is_well_formed,
+)
 from federa.apps.calculator.preprocess import to_model_input
 from federa.apps.calculator.recognizer import Recognizer
 from federa.apps.calculator.segmentation import Box, segment
@@ -24,6 +32,12 @@ _DIGITS = frozenset("0123456789")
 # higher up it is a multiplication dot "·".
 _BASELINE = 0.7
 _MULTIPLY_DOT = "·"
+# Decoding: each symbol's few most likely classes are tried, best joint probability
+# first, while the joint probability stays within this factor of the model's first
+# choice, and for at most _MAX_TRIED readings.
+_TOP_K = 3
+_MAX_RATIO = 1000.0
+_MAX_TRIED = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +114,48 @@ def _chars(labels: list[str], boxes: list[Box]) -> list[str]:
     return chars
 
 
+def _decode(
+    probs: npt.NDArray[np.float32], class_names: Sequence[str], boxes: list[Box]
+) -> tuple[list[str], list[float]]:
+    """Return the most likely labels, and their probabilities, that spell a calculation.
+
+    The model's first choices are kept when they spell a well-formed expression. When
+    they do not ("/7+1", say, for "17+1"), readings are tried in decreasing joint
+    probability, each symbol taking one of its `_TOP_K` likeliest classes, and the first
+    well-formed one is taken, as an OCR system uses a language model. A reading far less
+    likely than the model's first choice is never taken: then the first choice stays,
+    and its error says what is wrong.
+    """
+    top = np.argsort(-probs, axis=1)[:, :_TOP_K]
+    logs = np.log(np.maximum(np.take_along_axis(probs, top, axis=1), 1e-12))
+    costs = logs[:, :1] - logs  # extra -log probability of each alternative
+
+    def labels_of(ranks: tuple[int, ...]) -> list[str]:
+        return [class_names[int(top[i, r])] for i, r in enumerate(ranks)]
+
+    first = (0,) * len(probs)
+    chosen = first
+    heap: list[tuple[float, tuple[int, ...], int]] = [(0.0, first, 0)]
+    tried = 0
+    while heap and tried < _MAX_TRIED:
+        cost, ranks, start = heapq.heappop(heap)
+        if cost > math.log(_MAX_RATIO):
+            break
+        tried += 1
+        if is_well_formed("".join(_chars(labels_of(ranks), boxes))):
+            chosen = ranks
+            break
+        # Each reading is generated once: children only change symbols from `start` on.
+        for i in range(start, len(ranks)):
+            if ranks[i] + 1 < top.shape[1]:
+                child = (*ranks[:i], ranks[i] + 1, *ranks[i + 1 :])
+                step = float(costs[i, ranks[i] + 1] - costs[i, ranks[i]])
+                heapq.heappush(heap, (cost + step, child, i))
+    labels = labels_of(chosen)
+    picked = [float(probs[i, top[i, r]]) for i, r in enumerate(chosen)]
+    return labels, picked
+
+
 def read_expression(image: npt.ArrayLike, recognizer: Recognizer) -> Reading:
     """Read one line of handwritten arithmetic and compute it.
 
@@ -127,8 +183,8 @@ def read_expression(image: npt.ArrayLike, recognizer: Recognizer) -> Reading:
             error="no handwriting found in the image; write darker or take a sharper photo",
         )
     inputs = np.stack([to_model_input(s.ink) for s in segments])
-    labels, confidences = recognizer.classify(inputs)
     boxes = [s.box for s in segments]
+    labels, confidences = _decode(recognizer.probabilities(inputs), recognizer.class_names, boxes)
     chars = _chars(labels, boxes)
     symbols = tuple(
         Symbol(char=c, label=label, confidence=float(p), box=b)

@@ -1,4 +1,14 @@
-"""The symbol classifier: a trained run's model, loaded from its model.safetensors."""
+"""The symbol classifier: a trained run's model, loaded from its model.safetensors.
+
+A classifier's probabilities carry the class frequencies of its training set: the
+calculator set holds about 6,000 images of each digit and 800 of each operator, so a
+symbol between "1" and "/" is called "1" eight times in nine. An expression is not
+drawn from that set: `Recognizer` re-weights the probabilities from the training
+prior to the calculator's own (each digit equally likely, the operators together a
+quarter of the symbols, as in expressions of two-digit numbers). This is the prior
+correction of Saerens, Latinne and Decaestecker, "Adjusting the Outputs of a
+Classifier to New a Priori Probabilities", Neural Computation 14(1), 2002.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +28,24 @@ from federa.server.model_file import MODEL_FILE, load_model_file
 from federa.torch.arrays import arrays_to_module
 from federa.torch.models import build_model
 
-__all__ = ["Recognizer", "load_recognizer"]
+__all__ = ["Recognizer", "calculator_prior", "load_recognizer"]
 
 _IN_SHAPE = (1, 28, 28)
+_DIGITS = frozenset("0123456789")
+_DIGIT_SHARE = 0.75  # of the symbols in an expression, a priori
+
+
+def calculator_prior(class_names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Return the a-priori class probabilities of a symbol in a written expression.
+
+    Digits share 3/4 equally and operators 1/4 equally (all classes equally when the
+    model knows only one kind).
+    """
+    is_digit = np.array([name in _DIGITS for name in class_names])
+    digits, operators = int(is_digit.sum()), int((~is_digit).sum())
+    if digits == 0 or operators == 0:
+        return np.full(len(class_names), 1.0 / len(class_names))
+    return np.where(is_digit, _DIGIT_SHARE / digits, (1 - _DIGIT_SHARE) / operators)
 
 
 class Recognizer:
@@ -30,13 +55,23 @@ class Recognizer:
         module: The classifier; it maps a (N, 1, 28, 28) float batch to (N, classes)
             logits. It is switched to evaluation mode.
         class_names: The character each output stands for, in output order.
+        class_counts: Training examples per class; when given, probabilities are
+            re-weighted from that prior to `calculator_prior` (see the module notes).
         source: Where the model came from, for messages.
 
     Raises:
-        FederaError: A class name is not one the calculator can compute with.
+        FederaError: A class name is not one the calculator can compute with, or
+            `class_counts` does not give a positive count per class.
     """
 
-    def __init__(self, module: nn.Module, class_names: Sequence[str], *, source: str = "") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        class_names: Sequence[str],
+        *,
+        class_counts: Sequence[int] | None = None,
+        source: str = "",
+    ) -> None:
         unknown = [name for name in class_names if name not in CALCULATOR_CLASSES]
         if unknown or not class_names:
             raise FederaError(
@@ -47,10 +82,22 @@ class Recognizer:
         self.module = module.eval()
         self.class_names = tuple(class_names)
         self.source = source
+        self.weights: npt.NDArray[np.float64] | None = None
+        if class_counts is not None:
+            counts = np.asarray(class_counts, dtype=np.float64)
+            if counts.shape != (len(self.class_names),) or not (counts > 0).all():
+                raise FederaError(
+                    f"{source or 'the model'}: class_counts must give a positive count for "
+                    f"each of the {len(self.class_names)} classes, got {list(class_counts)}"
+                )
+            self.weights = calculator_prior(self.class_names) / (counts / counts.sum())
 
     @torch.inference_mode()
     def probabilities(self, images: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Return the class probabilities of a batch of (N, 28, 28) or (N, 1, 28, 28) images."""
+        """Return the class probabilities of a batch of (N, 28, 28) or (N, 1, 28, 28) images.
+
+        With `class_counts`, the probabilities are under the calculator's prior.
+        """
         batch = np.asarray(images, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[:, None]
@@ -59,8 +106,12 @@ class Recognizer:
         if len(batch) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         logits = self.module(torch.from_numpy(np.ascontiguousarray(batch)))
-        probs: npt.NDArray[np.float32] = torch.softmax(logits, dim=1).numpy()
-        return probs
+        probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        if self.weights is not None:
+            probs = probs * self.weights
+            probs /= probs.sum(axis=1, keepdims=True)
+        out: npt.NDArray[np.float32] = probs.astype(np.float32)
+        return out
 
     def classify(self, images: npt.ArrayLike) -> tuple[list[str], npt.NDArray[np.float32]]:
         """Return the most likely class name of each image and its probability."""
@@ -124,4 +175,9 @@ def load_recognizer(run: str | os.PathLike[str]) -> Recognizer:
         arrays_to_module(module, arrays)
     except FederaError as exc:
         raise FederaError(f"{path} does not fit model {metadata.get('model')!r}: {exc}") from None
-    return Recognizer(module, class_names, source=str(path))
+    counts = _json_field(metadata, "class_counts", path) if "class_counts" in metadata else None
+    if counts is not None and not (
+        isinstance(counts, list) and all(isinstance(c, int) for c in counts)
+    ):
+        raise FederaError(f"{path} has damaged class_counts; write it again")
+    return Recognizer(module, class_names, class_counts=counts, source=str(path))

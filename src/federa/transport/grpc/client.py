@@ -15,6 +15,7 @@ from federa.client.base import Client
 from federa.client.runner import run_task
 from federa.errors import TransportError
 from federa.transport.grpc import codec
+from federa.transport.grpc.pool import keep_freed_heap
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def connect(
         TransportError: the server refused this client, or could not be reached.
     """
     metadata = [("authorization", f"Bearer {token}")] if token else []
+    keep_freed_heap()
     delay, lost_at = 0.5, time.monotonic()
     while True:
         channel = (

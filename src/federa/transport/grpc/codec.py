@@ -64,7 +64,7 @@ class Chunk:
     """A slice of the concatenated array bytes of a task or result: a `chunk` message.
 
     `data` is bytes or a flat memoryview of bytes: a view into the arrays being sent,
-    or into the message received, which the receiver copies into place at once.
+    serialized at once, or into the message received, copied into place at once.
     """
 
     task_id: int
@@ -306,8 +306,8 @@ class ArraysAssembler:
         self._offset = 0  # global offset expected next
         self._checked = 0  # elements of it checked for NaN and Inf
         self._check_finite = check_finite
+        # Whether the float arrays hold no NaN or Inf (with check_finite, once complete).
         self.is_finite = True
-        """Whether the float arrays held no NaN or Inf (with `check_finite`, once complete)."""
         self._skip_empty()
 
     def _skip_empty(self) -> None:
@@ -461,15 +461,16 @@ class TaskDecoder:
             if self._pending is None or chunk.task_id != self._pending.header.task_id:
                 raise CodecError("chunk for a task that was not announced")
             self._pending.assembler.feed(chunk)
-        elif isinstance(message, pb.ServerMessage) and message.WhichOneof("body") == "task":
+        else:
+            assert isinstance(message, pb.ServerMessage)  # _as_chunk took every Chunk
+            kind = message.WhichOneof("body")
+            if kind != "task":
+                raise CodecError(f"unexpected {kind} message while receiving tasks")
             if self._pending is not None:
                 raise CodecError("a new task arrived before the previous one was complete")
             header = message.task
             assembler = ArraysAssembler(header.arrays, self.max_bytes, pool=self._pool)
             self._pending = _Pending(header, assembler)
-        else:
-            kind = message.WhichOneof("body")
-            raise CodecError(f"unexpected {kind} message while receiving tasks")
         pending = self._pending
         if not pending.assembler.is_complete:
             return None

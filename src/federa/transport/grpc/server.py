@@ -35,7 +35,7 @@ from federa.core.messages import (
 )
 from federa.errors import TransportError
 from federa.transport.grpc import codec
-from federa.transport.grpc.pool import ArrayPool
+from federa.transport.grpc.pool import ArrayPool, keep_freed_heap
 
 logger = logging.getLogger(__name__)
 
@@ -405,6 +405,7 @@ class GrpcServer:
         max_clients: int = 1024,
     ) -> None:
         self.transport = transport
+        keep_freed_heap()
         servicer = _Servicer(transport, tokens, max_clients)
         handler = grpc.method_handlers_generic_handler(
             "federa.v1.Federa",
