@@ -1,4 +1,13 @@
-"""Read a handwritten expression: segment it, classify each symbol, compute the result."""
+"""Read a handwritten expression: segment it, classify each symbol, compute the result.
+
+`read_expression` finds the symbols (`segmentation.segment`), puts each in the
+training data's format (`preprocess.to_model_input`), classifies them in one batch,
+and turns the classes into text. Two rules use the whole line: a dot is a decimal
+point on the baseline and a multiplication dot "·" at mid-height (judged against the
+digits' tops and bottoms), and when the model's first choices do not spell a
+well-formed expression the likeliest reading that does is taken (see `_decode`). The
+text is then computed exactly by the calculator's own parser, never `eval`.
+"""
 
 from __future__ import annotations
 

@@ -2,12 +2,14 @@
 
 The steps: grayscale; ink made bright whichever way the page is (dark ink on paper or
 chalk on a board); the paper's uneven lighting subtracted (a median over windows much
-larger than a stroke); a 3x3 median against salt-and-pepper noise; Otsu's threshold;
-8-connected components (the same boxes as external contours, plus per-pixel labels so
-that a crop never takes a neighbour's ink). Specks far smaller than the median symbol
-are dropped. Parts of one symbol are merged: parts stacked in one column (the dot, bar
-and dot of "÷", the two bars of "=", a stroke broken by the threshold) and a part inside
-another's box. The symbols come back left to right.
+larger than a stroke); a 3x3 median against salt-and-pepper noise; Otsu's threshold,
+with hysteresis so that a faint stretch of a stroke stays joined; 8-connected
+components (the same boxes as external contours, plus per-pixel labels so that a crop
+never takes a neighbour's ink). Specks far smaller than the median symbol are dropped.
+Parts of one symbol are merged: parts stacked in one column (the dot, bar and dot of
+"÷", the two bars of "=", a stroke broken by the threshold), a part inside another's
+box, and neighbours whose ink nearly touches (a stroke the pen lifted off). The symbols
+come back left to right.
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ FloatImage = npt.NDArray[np.float32]
 
 MAX_SIDE = 2000
 """Larger images are shrunk to this longer side before segmentation (boxes are not)."""
-# A part narrower/shorter than this fraction of the median symbol, with an area below
-# _SPECK_AREA of the median, is a speck of dirt unless it sits in another part's column.
+# A part with less than this fraction of the median symbol's area is a speck of dirt,
+# unless it sits in another part's column (a dot of "÷").
 _SPECK_AREA = 0.03
 # Parts whose x-ranges overlap by at least this fraction of the narrower one, and whose
-# vertical gap is at most _COLUMN_GAP median symbol heights, are one symbol.
+# vertical gap is at most _COLUMN_GAP digit heights, are one symbol.
 _COLUMN_OVERLAP = 0.5
 _COLUMN_GAP = 0.75
 # A part whose box lies this much inside another's box belongs to it.
 _CONTAINED = 0.8
-# Neighbours whose ink comes this close (in median symbol heights) are one symbol.
+# Neighbours whose ink comes this close (in digit heights) are one symbol.
 _TOUCH = 0.1
 _WEAK = 0.4  # hysteresis: the low threshold, as a fraction of the high one
 _MIN_CONTRAST = 0.06  # ink this close to the paper's shade is no ink at all
