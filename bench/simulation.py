@@ -253,7 +253,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds per workload")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--chunk-size", type=int, default=None, help="vectorized chunk size")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     x, y, test_x, test_y, source = load_data(args.data_dir)
     names = args.workloads.split(",")
     results = {n: measure(WORKLOADS[n], (x, y), args.rounds, args.chunk_size) for n in names}
