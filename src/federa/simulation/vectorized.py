@@ -76,8 +76,9 @@ class VectorizedExecutor:
     """Train cohorts of standard `TorchClient`s in batched chunks, in this process.
 
     Args:
-        chunk_size: Clients trained together (>= 1); memory grows with it (every
-            client's parameters, gradients and optimizer state are held at once).
+        chunk_size: Clients trained together (>= 1). Larger chunks amortise more
+            per-step overhead; memory grows with it (every client's parameters,
+            optimizer state and activations are held at once).
     """
 
     def __init__(self, chunk_size: int = 32) -> None:
