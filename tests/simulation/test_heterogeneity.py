@@ -114,3 +114,73 @@ def test_bad_settings_say_what_to_change() -> None:
         Heterogeneity(deadline_s=0.0)
     with pytest.raises(fd.ConfigError, match="one profile per client"):
         run(Heterogeneity(profiles=[ClientProfile()] * 3))
+
+
+class EpochsClient(fd.Client):
+    """Reports the local epochs its task asked for (the server sends E = 20)."""
+
+    def fit(self, arrays: fd.Arrays, config: fd.Config) -> fd.TrainResult:
+        epochs = float(config["epochs"])  # type: ignore[arg-type]  # a number in these tests
+        return fd.TrainResult(arrays=arrays, num_examples=10, metrics={"epochs": epochs})
+
+    def evaluate(self, arrays: fd.Arrays, config: fd.Config) -> fd.EvalResult:
+        return fd.EvalResult(loss=0.0, num_examples=10)
+
+
+def epochs_seen(stragglers: float, partial_work: bool, seed: int = 0) -> list[list[float]]:
+    """Return, per round, the epochs each of 10 clients trained (-1: dropped)."""
+    h = Heterogeneity(straggler_fraction=stragglers, partial_work=partial_work)
+    transport = HeterogeneousTransport(
+        InProcessTransport(lambda cid: EpochsClient(), 10, SerialExecutor()),
+        Heterogeneity().client_profiles(10, seed),
+        h,
+        seed=seed,
+    )
+    rounds = []
+    for round_num in (1, 2, 3):
+        transport.begin_round(round_num)
+        tasks = [
+            fd.TrainTask(round_num=round_num, client_id=c, arrays=INITIAL, config={"epochs": 20})
+            for c in range(10)
+        ]
+        seen = [-1.0] * 10
+        for cid, outcome in transport.run(tasks):
+            if isinstance(outcome, fd.TrainResult):
+                seen[cid] = outcome.metrics["epochs"]
+            else:
+                assert isinstance(outcome, fd.Failure)
+                assert outcome.message.startswith("straggler: could do")
+        rounds.append(seen)
+    return rounds
+
+
+def test_stragglers_do_partial_work_as_in_the_fedprox_paper() -> None:
+    partial = epochs_seen(0.5, partial_work=True)
+    for seen in partial:
+        cut = [e for e in seen if e != 20]
+        assert len(cut) == 5  # round(0.5 x 10) stragglers per round
+        assert all(1 <= e <= 19 and e == int(e) for e in cut)
+    assert partial[0] != partial[1]  # new stragglers and epochs each round
+    assert partial == epochs_seen(0.5, partial_work=True)  # drawn from the seed
+    assert partial != epochs_seen(0.5, partial_work=True, seed=1)
+
+
+def test_without_partial_work_the_same_stragglers_are_dropped_untrained() -> None:
+    partial = epochs_seen(0.5, partial_work=True)
+    dropped = epochs_seen(0.5, partial_work=False)
+    for kept, seen in zip(partial, dropped, strict=True):
+        # The same clients straggle; FedAvg's rule drops them instead of using their work.
+        assert [e == 20 for e in kept] == [e == 20 for e in seen]
+        assert all(e in (20, -1) for e in seen)
+    assert epochs_seen(0.0, partial_work=False) == [[20.0] * 10] * 3
+
+
+def test_dropped_stragglers_are_failures_the_strategy_tolerates() -> None:
+    h = Heterogeneity(straggler_fraction=0.3, epochs=2)
+    history = run(h)
+    for rec in history.rounds:
+        assert len(rec.failures) == 3 and rec.num_results == 7 and rec.is_accepted
+    with pytest.raises(fd.ConfigError, match="at least 2 local epochs"):
+        run(Heterogeneity(straggler_fraction=0.3))  # E = 1 leaves no partial work
+    with pytest.raises(fd.ConfigError, match="straggler_fraction"):
+        Heterogeneity(straggler_fraction=1.5)

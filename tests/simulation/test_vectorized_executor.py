@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ import federa as fd
 from federa.core.messages import EvalTask, Failure, Task, TaskResult, TrainResult, TrainTask
 from federa.errors import ConfigError
 from federa.simulation import SerialExecutor, make_executor, vectorized
+from federa.simulation.heterogeneity import Heterogeneity
 from federa.simulation.vectorized import VectorizedExecutor
+from federa.strategy.fedprox import FedProx
 from federa.torch.arrays import module_to_arrays
 from federa.torch.client import TorchClient
 from federa.torch.train import TrainConfig
@@ -200,6 +203,35 @@ def test_simulate_with_vectorized_executor_matches_serial_history() -> None:
         assert g.num_results == w.num_results == 4
         assert g.train_metrics == pytest.approx(w.train_metrics, rel=TOLERANCE)
         assert g.eval_loss == pytest.approx(w.eval_loss, rel=TOLERANCE)
+
+
+def test_stragglers_partial_epochs_train_in_one_stack_and_match_serial() -> None:
+    # Li et al.'s stragglers: 3 of 6 clients per round do 1 to E-1 of E = 4 epochs.
+    strategy = FedProx(proximal_mu=0.1, fraction_train=1.0, min_train_clients=2)
+    h = Heterogeneity(straggler_fraction=0.5, partial_work=True, epochs=4)
+
+    def client(cid: int) -> TorchClient:
+        return TorchClient(dropout_mlp, client_data(cid), train_config=replace(CFG, epochs=4))
+
+    runs = {
+        name: fd.simulate(
+            client,
+            strategy,
+            num_clients=6,
+            num_rounds=2,
+            initial=initial(),
+            executor=name,
+            heterogeneity=h,
+        )
+        for name in ("vectorized", 0)
+    }
+    got, want = runs["vectorized"], runs[0]
+    assert got.arrays is not None and want.arrays is not None
+    for name in want.arrays:
+        np.testing.assert_allclose(got.arrays[name], want.arrays[name], rtol=0, atol=TOLERANCE)
+    for g, w in zip(got.rounds, want.rounds, strict=True):
+        assert g.num_results == w.num_results == 6
+        assert g.train_metrics == pytest.approx(w.train_metrics, rel=TOLERANCE)
 
 
 def test_make_executor_builds_vectorized_and_rejects_other_names() -> None:

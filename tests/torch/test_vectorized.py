@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +102,25 @@ def test_cohort_matches_one_at_a_time_loop_with_unequal_data(cfg: TrainConfig) -
     for (arrays, _), n in zip(got, SIZES, strict=True):
         moved = not arrays.equals(start[0])
         assert moved == (n > 0)
+
+
+@pytest.mark.parametrize("name", ["sgd_fedprox", "adam_weight_decay"])
+def test_clients_with_fewer_epochs_match_their_own_loop(name: str) -> None:
+    # Stragglers doing partial work (FedProx, Li et al. 2020) train in the same stack.
+    epochs = (1, 3, 2, 2, 1, 3)
+    model = conv_dropout_model()
+    start = [module_to_arrays(model)] * len(SIZES)
+    data = cohort_data()
+    got = train_cohort(model, start, data, CONFIGS[name], SEEDS, epochs)
+    model = conv_dropout_model()
+    want = []
+    for arrays, (x, y), seed, e in zip(start, data, SEEDS, epochs, strict=True):
+        arrays_to_module(model, arrays)
+        metrics = train(model, x, y, replace(CONFIGS[name], epochs=e), seed)
+        want.append((module_to_arrays(model), metrics))
+    assert_same_results(got, want)
+    with pytest.raises(VectorizeError, match="epoch counts"):
+        train_cohort(model, start, data, CONFIGS[name], SEEDS, epochs[:2])
 
 
 def test_cohort_starts_each_client_from_its_own_arrays() -> None:

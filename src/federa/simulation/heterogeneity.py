@@ -17,7 +17,13 @@ it is online in a round. `HeterogeneousTransport` wraps any transport:
   after it becomes a `Failure` ("straggler"), which the strategy ignores or refuses
   exactly as it does a crashed client;
 * the round's simulated time (the slowest on-time client, or the deadline when someone
-  missed it) is added to the round's timings as `simulated_*_s`.
+  missed it) is added to the round's timings as `simulated_*_s`;
+* optionally, stragglers as Li et al. (2020, section 5.2) simulate them: in every round a
+  fixed fraction of the training clients can only do a random whole number of epochs in
+  [1, E-1] (E the round's local epochs). With `partial_work` they train that many epochs
+  and their results count (FedProx's tolerance of inexact local solutions); without it
+  they are dropped as FedAvg drops clients that cannot finish E epochs by the deadline
+  (a `Failure`, and they do no work).
 
 Everything derives from (seed, round_num, client_id), never from measured compute
 time, so a heterogeneous run is as reproducible as any other (ARCHITECTURE.md rule 4).
@@ -27,11 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from federa.core.messages import Failure, Task, TaskResult, TrainTask
+from federa.core.messages import PROTOCOL_KEY, Failure, Task, TaskResult, TrainTask
 from federa.core.rng import derive_seed
 from federa.errors import ConfigError
 from federa.transport.base import Transport
@@ -78,6 +84,13 @@ class Heterogeneity:
             on it (a forward pass without the backward one: about a third).
         profiles: Explicit per-client profiles (one per client, in client-id order)
             instead of drawing them from `speed_sigma` and `availability`.
+        straggler_fraction: Fraction of each round's training clients that are
+            stragglers (Li et al. 2020): round(fraction x cohort) of them, drawn from
+            (seed, round_num), each able to do a whole number of epochs drawn uniformly
+            from [1, E-1], E being the task's "epochs" (or `epochs`, which must then
+            be >= 2).
+        partial_work: Stragglers train their reduced epochs and their results count
+            (FedProx); False drops them without training (FedAvg with a deadline).
     """
 
     speed_sigma: float = 0.0
@@ -88,8 +101,14 @@ class Heterogeneity:
     epochs: float = 1.0
     evaluate_cost: float = 1.0 / 3.0
     profiles: Sequence[ClientProfile] | None = None
+    straggler_fraction: float = 0.0
+    partial_work: bool = False
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.straggler_fraction <= 1.0:
+            raise ConfigError(
+                f"straggler_fraction must be in [0, 1], got {self.straggler_fraction}"
+            )
         low, high = self.availability
         if not 0.0 <= low <= high <= 1.0:
             raise ConfigError(
@@ -190,21 +209,58 @@ class HeterogeneousTransport:
         return [c for c in clients if self._online[c]]
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
-        """Run the tasks and turn answers that miss the deadline into straggler Failures."""
+        """Run the tasks and turn answers that miss the deadline into straggler Failures.
+
+        Stragglers (`straggler_fraction`) train fewer epochs, or are dropped untrained.
+        """
+        tasks, dropped = self._stragglers(tasks)
         by_client = {t.client_id: t for t in tasks}
+        yield from dropped
         for client_id, outcome in self._inner.run(tasks):
             task = by_client.get(client_id)
             yield client_id, outcome if task is None else self._on_clock(task, outcome)
 
+    def _stragglers(self, tasks: Sequence[Task]) -> tuple[list[Task], list[tuple[int, TaskResult]]]:
+        """Return the tasks to run (stragglers' epochs cut) and the dropped stragglers."""
+        s = self._settings
+        train = [t for t in tasks if isinstance(t, TrainTask) and PROTOCOL_KEY not in t.config]
+        count = round(s.straggler_fraction * len(train))
+        if not count:
+            return list(tasks), []
+        rng = np.random.default_rng(derive_seed(self._seed, self._round_num, -1, "stragglers"))
+        chosen = rng.choice(len(train), size=count, replace=False)
+        cut: dict[int, int] = {}
+        for i in sorted(int(c) for c in chosen):
+            full = _epochs(train[i], s.epochs)
+            if full < 2:
+                raise ConfigError(
+                    f"stragglers do 1 to E-1 local epochs, but round {self._round_num} asks "
+                    f"for E = {full:g}; use at least 2 local epochs or straggler_fraction 0"
+                )
+            cut[train[i].client_id] = int(rng.integers(1, int(full)))
+        kept: list[Task] = []
+        dropped: list[tuple[int, TaskResult]] = []
+        for task in tasks:
+            epochs = cut.get(task.client_id) if isinstance(task, TrainTask) else None
+            if epochs is None or not isinstance(task, TrainTask):
+                kept.append(task)
+            elif s.partial_work:
+                kept.append(replace(task, config={**task.config, "epochs": epochs}))
+            else:
+                message = f"straggler: could do {epochs} of {_epochs(task, s.epochs):g} epochs"
+                failure = Failure(
+                    client_id=task.client_id,
+                    round_num=task.round_num,
+                    phase=task.phase,
+                    message=f"{message}, dropped",
+                )
+                dropped.append((task.client_id, failure))
+        return kept, dropped
+
     def duration(self, task: Task, num_examples: int) -> float:
         """Return the simulated seconds `task`'s client needs for `num_examples` examples."""
         s = self._settings
-        if isinstance(task, TrainTask):
-            epochs = task.config.get("epochs", s.epochs)
-            is_number = isinstance(epochs, int | float) and not isinstance(epochs, bool)
-            cost = float(epochs) if is_number else s.epochs
-        else:
-            cost = s.evaluate_cost
+        cost = _epochs(task, s.epochs) if isinstance(task, TrainTask) else s.evaluate_cost
         work = num_examples * cost * s.seconds_per_example
         return s.latency_s + work / float(self._speeds[task.client_id])
 
@@ -231,3 +287,10 @@ class HeterogeneousTransport:
     def close(self) -> None:
         """Close the inner transport."""
         self._inner.close()
+
+
+def _epochs(task: TrainTask, default: float) -> float:
+    """Return the local epochs `task` asks for: its config's "epochs", else `default`."""
+    epochs = task.config.get("epochs", default)
+    is_number = isinstance(epochs, int | float) and not isinstance(epochs, bool)
+    return float(epochs) if is_number else default

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -178,6 +178,7 @@ class VectorizedExecutor:
                 [(job.client.x, job.client.y) for job in jobs],
                 first.cfg,
                 [job.task.seed for job in jobs],
+                [job.cfg.epochs for job in jobs],
             )
         except Exception as exc:  # any model the trainer cannot run trains per client
             self._fall_back(f"vectorized training failed ({type(exc).__name__}: {exc})")
@@ -200,11 +201,11 @@ class VectorizedExecutor:
 
 
 def _group_key(job: _Job) -> tuple[Any, ...]:
-    """Return what clients trained together must share."""
+    """Return what clients trained together must share (not their number of epochs)."""
     client = job.client
     return (
         id(job.model),
-        job.cfg,
+        replace(job.cfg, epochs=1),
         tuple(job.task.arrays.spec()),
         tuple(client.x.shape[1:]),
         client.x.dtype,

@@ -110,10 +110,11 @@ class _Schedule:
     counts: torch.Tensor  # (clients, max steps) real examples in each batch
 
 
-def _schedule(sizes: Sequence[int], seeds: Sequence[int], cfg: TrainConfig) -> _Schedule:
+def _schedule(
+    sizes: Sequence[int], seeds: Sequence[int], epochs: Sequence[int], b: int
+) -> _Schedule:
     """Draw each client's epoch permutations exactly as `train` does."""
-    b = cfg.batch_size
-    steps = [cfg.epochs * -(-n // b) for n in sizes]
+    steps = [e * -(-n // b) for n, e in zip(sizes, epochs, strict=True)]
     order = sorted(range(len(sizes)), key=lambda k: -steps[k])
     max_steps = max(steps, default=0)
     index = np.zeros((len(sizes), max_steps, b), dtype=np.int64)
@@ -125,8 +126,8 @@ def _schedule(sizes: Sequence[int], seeds: Sequence[int], cfg: TrainConfig) -> _
             continue
         gen = torch.Generator().manual_seed(seeds[k])
         per_epoch = -(-n // b)
-        rows = index[row, : steps[k]].reshape(cfg.epochs, per_epoch * b)
-        for epoch in range(cfg.epochs):
+        rows = index[row, : steps[k]].reshape(epochs[k], per_epoch * b)
+        for epoch in range(epochs[k]):
             rows[epoch, :n] = torch.randperm(n, generator=gen).numpy()
         rows[:, n:] = rows[:, : per_epoch * b - n]  # pad the last batch with valid rows
         rows += offset
@@ -319,6 +320,7 @@ def train_cohort(
     data: Sequence[tuple[torch.Tensor, torch.Tensor]],
     cfg: TrainConfig,
     seeds: Sequence[int],
+    epochs: Sequence[int] | None = None,
 ) -> list[tuple[Arrays, dict[str, float]]]:
     """Train one copy of `model` per client, all at once, as `train` would train each.
 
@@ -328,6 +330,8 @@ def train_cohort(
         data: Each client's (inputs, integer labels).
         cfg: Hyper-parameters shared by all these clients.
         seeds: Each client's seed, as `train` takes it.
+        epochs: Each client's local epochs (clients that do less work, such as
+            stragglers, leave the stack early); `cfg.epochs` for all if None.
 
     Returns:
         For each client in input order: its trained arrays and `train`'s metrics (mean
@@ -337,9 +341,11 @@ def train_cohort(
         VectorizeError: if the model cannot be vectorized (see `vectorize_reason`), or
             the clients' arrays or example shapes differ.
     """
-    if not len(start) == len(data) == len(seeds):
+    epochs = [cfg.epochs] * len(data) if epochs is None else list(epochs)
+    if not len(start) == len(data) == len(seeds) == len(epochs):
         raise VectorizeError(
-            f"got {len(start)} starting arrays, {len(data)} datasets and {len(seeds)} seeds"
+            f"got {len(start)} starting arrays, {len(data)} datasets, {len(seeds)} seeds "
+            f"and {len(epochs)} epoch counts"
         )
     plan = _plan(model)
     if isinstance(plan, str):
@@ -351,7 +357,7 @@ def train_cohort(
         return [(arrays, {"loss": 0.0, "accuracy": 0.0, "num_steps": 0.0}) for arrays in start]
     device = next(iter(model.parameters()), torch.empty(0)).device
     sizes = [len(x) for x, _ in data]
-    sched = _schedule(sizes, seeds, cfg)
+    sched = _schedule(sizes, seeds, epochs, cfg.batch_size)
     params = _stack(plan.names, start, sched.order, device)
     x_all = _concat([data[k][0] for k in sched.order], device)
     y_all = _concat([data[k][1] for k in sched.order], device)
@@ -361,7 +367,7 @@ def train_cohort(
     cpu = {n: t.cpu() for n, t in params.items()}
     for row, k in enumerate(sched.order):
         arrays = Arrays({n: cpu[n][row].numpy() for n in plan.names})
-        seen = cfg.epochs * sizes[k]
+        seen = epochs[k] * sizes[k]
         metrics = {"loss": 0.0, "accuracy": 0.0, "num_steps": 0.0}
         if seen:
             metrics = {

@@ -39,6 +39,18 @@ _COLUMN_GAP = 0.75
 _CONTAINED = 0.8
 # Neighbours whose ink comes this close (in digit heights) are one symbol.
 _TOUCH = 0.1
+# A part lower than this many digit heights is a small part: a dot, a minus, or a
+# broken-off piece of a symbol.
+_SMALL = 0.5
+# A small part taller than this many times its width is a sliver, not a symbol: the
+# small symbols are dots, bars and crosses ("-", "·", ".", a small "+" or "x").
+_SLIVER = 2.0
+# A small symbol has its centre this low on the line, at least (0 = the digits' tops,
+# 1 = their bottoms): "." on the baseline, the others at mid-height.
+_SYMBOL_LEVEL = 0.25
+# A small part that cannot be a symbol of its own joins a neighbour whose ink is at most
+# this many digit heights away.
+_FRAGMENT_REACH = 0.5
 _WEAK = 0.4  # hysteresis: the low threshold, as a fraction of the high one
 _MIN_CONTRAST = 0.06  # ink this close to the paper's shade is no ink at all
 
@@ -292,6 +304,69 @@ def _join_close(
     return joined
 
 
+def _line_band(
+    stats: npt.NDArray[np.int64], groups: list[list[int]], height: float
+) -> tuple[float, float] | None:
+    """Return the rows of the digits' tops and bottoms (medians), or None without digits."""
+    extents = [_extent(stats, g) for g in groups]
+    tall = [(y0, y1) for _, y0, _, y1 in extents if y1 - y0 >= 0.75 * height]
+    if not tall:
+        return None
+    return float(np.median([t for t, _ in tall])), float(np.median([b for _, b in tall]))
+
+
+def _stands_alone(box: tuple[int, int, int, int], band: tuple[float, float], height: float) -> bool:
+    """Return whether a part with box (x0, y0, x1, y1) can be a symbol by itself.
+
+    The calculator's symbols are about as tall as a digit ("+", "x", "÷" two-thirds
+    of one) except the dots ("." on the baseline, "·" at mid-height) and the minus
+    (mid-height); a small "+" or "x" is as wide as it is high. A small part up among
+    the digits' tops (the detached bar of a "5", the tip of a "4" or a "1"), or a short
+    upright sliver, is a piece of a neighbour that the threshold or the scan broke off.
+    """
+    x0, y0, x1, y1 = box
+    width, tall = x1 - x0, y1 - y0
+    if tall >= _SMALL * height:
+        return True
+    top, bottom = band
+    level = ((y0 + y1) / 2 - top) / max(bottom - top, 1.0)
+    return level >= _SYMBOL_LEVEL and tall <= _SLIVER * width
+
+
+def _join_fragments(
+    groups: list[list[int]],
+    stats: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.int32],
+    height: float,
+) -> list[list[int]]:
+    """Merge each small part that cannot be a symbol by itself into its nearest neighbour.
+
+    The neighbours are the groups before and after it, left to right; the nearer one
+    (by the shortest distance between their ink) takes it, when that is within
+    `_FRAGMENT_REACH` digit heights.
+    """
+    band = _line_band(stats, groups, height)
+    if band is None:
+        return groups
+    ordered = sorted(groups, key=lambda g: _extent(stats, g)[0])
+    i = 0
+    while i < len(ordered):
+        group = ordered[i]
+        if len(ordered) < 2 or _stands_alone(_extent(stats, group), band, height):
+            i += 1
+            continue
+        near = [j for j in (i - 1, i + 1) if 0 <= j < len(ordered)]
+        gaps = {j: _pixel_gap(labels, stats, ordered[j], group) for j in near}
+        best = min(gaps, key=gaps.__getitem__)
+        if gaps[best] > _FRAGMENT_REACH * height:
+            i += 1
+            continue
+        ordered[best] = ordered[best] + group
+        del ordered[i]
+        i = max(0, min(i, best) - 1)  # the grown group may now take a fragment
+    return ordered
+
+
 def _kept_parts(stats: npt.NDArray[np.int64]) -> tuple[list[int], float]:
     """Return the components that are not specks, and the height of a digit."""
     parts = stats[1:]
@@ -348,6 +423,7 @@ def segment(image: npt.ArrayLike) -> list[Segment]:
     dilate = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     segments = []
     groups = _join_close(_groups(stats, keep, median_height), stats, labels, median_height)
+    groups = _join_fragments(groups, stats, labels, median_height)
     for group in groups:
         x0, y0, x1, y1 = _extent(stats, group)
         # One pixel of margin takes in the anti-aliased fringe the threshold cut off.

@@ -123,8 +123,8 @@ def decrypt(key: bytes, blob: bytes, aad: bytes) -> bytes:
         raise TamperedError("authentication failed (AES-GCM tag mismatch)") from None
 
 
-MASK_CHUNK = 1 << 16
-"""Elements per slice of a mask: the running total and the key stream stay in cache."""
+MASK_CHUNK = 1 << 15
+"""Elements per slice of a mask: the running total and the key stream stay in L2 cache."""
 
 
 def _stream(seed: bytes) -> Any:
@@ -140,13 +140,20 @@ def expand_mask(seed: bytes, length: int) -> U32:
     return np.frombuffer(out, dtype="<u4", count=length).astype(np.uint32)
 
 
-def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]]) -> None:
+def apply_masks(
+    total: U32, masks: Sequence[tuple[bytes, int]], inputs: Sequence[U32] = ()
+) -> None:
     """Add each (seed, sign) mask to `total` in place, mod 2^32: sign 1 adds, -1 subtracts.
 
-    Equal to adding `expand_mask(seed, len(total))` for each seed, but slice by slice,
-    which makes one pass over `total` instead of one per mask.
+    Equal to adding each of `inputs` (arrays as long as `total`), then
+    `expand_mask(seed, len(total))` for each seed, but slice by slice: one pass over
+    `total` and over each input instead of one per mask, the key stream written by
+    AES-CTR straight into one reused buffer and added from there, in uint32 wraparound
+    arithmetic (no wider temporaries).
     """
-    streams = [(_stream(seed), sign) for seed, sign in masks]
+    if any(len(x) != len(total) for x in inputs):
+        raise ValueError("every input must be as long as the total")
+    streams = [(_stream(seed), sign >= 0) for seed, sign in masks]
     chunk = min(MASK_CHUNK, len(total))
     zeros = bytes(4 * chunk)
     buffer = bytearray(4 * chunk + 15)
@@ -154,9 +161,10 @@ def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]]) -> None:
     for start in range(0, len(total), chunk):
         size = min(chunk, len(total) - start)
         part = total[start : start + size]
-        for stream, sign in streams:
-            stream.update_into(zeros[: 4 * size], buffer)
-            if sign >= 0:
-                np.add(part, view[:size], out=part)
-            else:
-                np.subtract(part, view[:size], out=part)
+        stream_in = zeros if size == chunk else zeros[: 4 * size]
+        key = view if size == chunk else view[:size]
+        for x in inputs:
+            np.add(part, x[start : start + size], out=part)
+        for stream, adds in streams:
+            stream.update_into(stream_in, buffer)
+            (np.add if adds else np.subtract)(part, key, out=part)

@@ -166,19 +166,6 @@ def check_result(sent: Arrays, result: TrainResult) -> TrainResult:
     return replace(result, metrics=validate_metrics(result.metrics))
 
 
-def _difference(new: Arrays, old: Arrays) -> npt.NDArray[np.float64]:
-    """Return new - old over all arrays, concatenated into one float64 vector, in order."""
-    out = np.empty(old.num_params, dtype=np.float64)
-    start = 0
-    for name, before in old.items():
-        stop = start + before.size
-        np.subtract(
-            new[name].reshape(-1), before.reshape(-1), out=out[start:stop], dtype=np.float64
-        )
-        start = stop
-    return out
-
-
 def setup(
     client_id: int, round_num: int, sent: Arrays, result: TrainResult, config: Config, seed: int
 ) -> tuple[Arrays, State]:
@@ -192,16 +179,19 @@ def setup(
         raise MalformedError("the setup config holds a non-positive size or bound")
     levels = quantize.levels_for(num_clients)
     weight = min(result.num_examples, max_weight) / max_weight
-    update = _difference(result.arrays, sent)
-    np.clip(update, -clip, clip, out=update)
-    update *= weight
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5EC,)))
-    encoded = np.concatenate(
-        [
-            quantize.encode_inplace(update, -clip, clip, levels, rng),
-            quantize.encode_wide([weight], 0.0, 1.0, levels),
-        ]
+    size = sent.num_params
+    encoded = np.empty(size + 2, dtype=quantize.RING_DTYPE)
+    quantize.encode_update(
+        [result.arrays[name] for name in sent],
+        list(sent.values()),
+        encoded[:size],
+        clip=clip,
+        weight=weight,
+        levels=levels,
+        rng=rng,
     )
+    encoded[size:] = quantize.encode_wide([weight], 0.0, 1.0, levels)
     c_private, c_public = crypto.generate_keypair()
     s_private, s_public = crypto.generate_keypair()
     self_seed = crypto.random_seed()
@@ -326,7 +316,10 @@ def mask(
         seed_share, key_share = wire.unpack_shares(plaintext, v, u)
         held[i, 0] = np.frombuffer(seed_share, np.uint8)
         held[i, 1] = np.frombuffer(key_share, np.uint8)
-    masked = np.concatenate([state.encoded, *_metric_codes(state, names)])
+    codes = _metric_codes(state, names)
+    masked = np.empty(len(state.encoded) + sum(len(c) for c in codes), quantize.RING_DTYPE)
+    masked[: len(state.encoded)] = state.encoded
+    masked[len(state.encoded) :] = np.concatenate(codes) if codes else []
     masks = [(state.key(2), 1)]
     s_private = crypto.private_key(state.key(1))
     for v in senders:

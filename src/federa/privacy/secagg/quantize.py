@@ -61,6 +61,65 @@ def encode_inplace(x: F64, low: float, high: float, levels: int, rng: np.random.
     return codes
 
 
+ENCODE_CHUNK = 1 << 16
+"""Elements per slice when encoding an update: the float64 scratch stays in L2 cache."""
+
+
+def encode_update(
+    new: Sequence[npt.NDArray[Any]],
+    old: Sequence[npt.NDArray[Any]],
+    out: U32,
+    *,
+    clip: float,
+    weight: float,
+    levels: int,
+    rng: np.random.Generator,
+) -> None:
+    """Write the codes of weight * clip(new - old, -clip, clip) into `out`, in order.
+
+    The same codes as `encode(weight * clip(difference), -clip, clip, levels, rng)` up to
+    float rounding, computed slice by slice from the arrays themselves (no float64 copy
+    of the whole update): the difference, clipping, the affine map and the stochastic
+    rounding floor(s + u) run in a small float64 scratch, which is cast into `out`
+    (truncation is floor here: s + u >= 0).
+
+    Args:
+        new: The trained arrays.
+        old: The arrays sent, of the same sizes as `new`.
+        out: Receives sum(a.size for a in new) codes in [0, levels].
+        clip: Per-coordinate bound on the difference (> 0).
+        weight: Factor in [0, 1] applied after clipping.
+        levels: The largest code.
+        rng: Source of the rounding randomness.
+    """
+    if not (clip > 0 and 0.0 <= weight <= 1.0):
+        raise ValueError(f"need clip > 0 and weight in [0, 1], got {clip}, {weight}")
+    scale = weight * levels / (2 * clip)
+    offset = levels / 2
+    chunk = ENCODE_CHUNK
+    x = np.empty(chunk, np.float64)
+    u = np.empty(chunk, np.float32)
+    at = 0
+    for a, b in zip(new, old, strict=True):
+        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+        for start in range(0, flat_a.size, chunk):
+            size = min(chunk, flat_a.size - start)
+            xs, us = x[:size], u[:size]
+            np.subtract(
+                flat_a[start : start + size], flat_b[start : start + size], out=xs, dtype=x.dtype
+            )
+            np.clip(xs, -clip, clip, out=xs)
+            xs *= scale
+            xs += offset
+            rng.random(dtype=np.float32, out=us)
+            xs += us
+            np.minimum(xs, levels, out=xs)  # float round-off at the top end
+            out[at : at + size] = xs
+            at += size
+    if at != len(out):
+        raise ValueError(f"the arrays hold {at} values but out has room for {len(out)}")
+
+
 def decode_sum(codes: npt.ArrayLike, low: float, high: float, levels: int, count: int) -> F64:
     """Return the sum of `count` clipped values from the sum of their codes.
 
