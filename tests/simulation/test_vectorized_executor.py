@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,6 +127,21 @@ def test_chunks_give_the_same_results_in_task_order() -> None:
     assert [i for i, _ in small] == list(range(5))
     for (_, a), (_, b) in zip(small, whole, strict=True):
         assert_same(a, b)
+
+
+def test_a_group_is_split_into_chunks_of_nearly_equal_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes: list[int] = []
+    train_cohort = vectorized.train_cohort
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(args[1]))
+        return train_cohort(*args, **kwargs)
+
+    monkeypatch.setattr(vectorized, "train_cohort", spy)
+    list(VectorizedExecutor(chunk_size=3).run(mlp_client, train_tasks(initial(), 7)))
+    assert sizes == [3, 2, 2]  # not 3 + 3 + 1
 
 
 def test_other_clients_fall_back_per_client_with_one_warning_each(

@@ -92,12 +92,12 @@ class VectorizedExecutor:
     def run(self, client_fn: ClientFn, tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
         """Yield `(index, result)` for every task, in task order.
 
-        Chunks hold consecutive (in task order) train tasks of one group, and results
-        are handed back as soon as every earlier task's result is, so at most about a
-        chunk of results is held at a time.
+        Chunks hold consecutive (in task order) train tasks of one group, split into
+        chunks of nearly equal size, and results are handed back as soon as every
+        earlier task's result is, so at most about a chunk of results is held at a time.
         """
         groups: dict[tuple[Any, ...], list[_Job]] = {}
-        units: list[tuple[int, Task | Failure | list[_Job], Client | None]] = []
+        units: list[tuple[int, Task | Failure | _Job, Client | None]] = []
         for index, task in enumerate(tasks):
             if not isinstance(task, TrainTask):
                 units.append((index, task, None))
@@ -111,17 +111,28 @@ class VectorizedExecutor:
             if job is None:
                 units.append((index, task, client))
                 continue
-            chunk = groups.setdefault(_group_key(job), [])
-            if not chunk:
-                units.append((index, chunk, None))
-            chunk.append(job)
-            if len(chunk) == self.chunk_size:
-                del groups[_group_key(job)]  # the next job of this group starts a new chunk
+            groups.setdefault(_group_key(job), []).append(job)
+            units.append((index, job, None))
+        chunks = {
+            chunk[0].index: chunk
+            for jobs in groups.values()
+            for chunk in _balanced_chunks(jobs, self.chunk_size)
+        }
+        yield from self._results(client_fn, units, chunks)
+
+    def _results(
+        self,
+        client_fn: ClientFn,
+        units: list[tuple[int, Task | Failure | _Job, Client | None]],
+        chunks: dict[int, list[_Job]],
+    ) -> Iterator[tuple[int, TaskResult]]:
+        """Run the units in order (a chunk where its first job stands), yield in task order."""
         done: dict[int, TaskResult] = {}
         next_index = 0
         for index, unit, owner in units:
-            if isinstance(unit, list):
-                done.update(self._train_chunk(unit))
+            if isinstance(unit, _Job):
+                if index in chunks:
+                    done.update(self._train_chunk(chunks[index]))
             elif isinstance(unit, Failure):
                 done[index] = unit
             elif owner is None:
@@ -198,6 +209,22 @@ class VectorizedExecutor:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _balanced_chunks(jobs: list[_Job], chunk_size: int) -> list[list[_Job]]:
+    """Split a group into the fewest chunks of at most `chunk_size`, sizes within one.
+
+    100 clients in chunks of at most 32 train as 4 x 25, not 32 + 32 + 32 + 4: a small
+    last chunk pays a full chunk's per-step overhead for a few clients.
+    """
+    count = -(-len(jobs) // chunk_size)
+    size, extra = divmod(len(jobs), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (i < extra)
+        out.append(jobs[start:end])
+        start = end
+    return out
 
 
 def _group_key(job: _Job) -> tuple[Any, ...]:

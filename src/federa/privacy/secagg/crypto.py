@@ -140,6 +140,35 @@ def expand_mask(seed: bytes, length: int) -> U32:
     return np.frombuffer(out, dtype="<u4", count=length).astype(np.uint32)
 
 
+class KeyStream:
+    """The AES-256-CTR key stream of a 32-byte seed, read as uint32 one slice at a time.
+
+    The slices are written by AES-CTR straight into one reused buffer (encrypting a
+    buffer of zeros yields the key stream), so reading n elements costs one cipher
+    call and no allocation. Successive reads continue the stream: the elements equal
+    `expand_mask(seed, total length)` read in order.
+
+    Args:
+        seed: The 32-byte AES key.
+        chunk: The most elements one `read` returns.
+    """
+
+    def __init__(self, seed: bytes, chunk: int = 0) -> None:
+        self._cipher = _stream(seed)
+        self._chunk = max(1, chunk or MASK_CHUNK)
+        self._zeros = bytes(4 * self._chunk)
+        self._buffer = bytearray(4 * self._chunk + 15)  # update_into wants a block spare
+        self._view: U32 = np.frombuffer(self._buffer, dtype="<u4", count=self._chunk)
+
+    def read(self, size: int) -> U32:
+        """Return the next `size` (<= chunk) elements; valid until the next read."""
+        if not 0 <= size <= self._chunk:
+            raise ValueError(f"read at most {self._chunk} elements, got {size}")
+        stream_in = self._zeros if size == self._chunk else self._zeros[: 4 * size]
+        self._cipher.update_into(stream_in, self._buffer)
+        return self._view if size == self._chunk else self._view[:size]
+
+
 def apply_masks(
     total: U32, masks: Sequence[tuple[bytes, int]], inputs: Sequence[U32] = ()
 ) -> None:
@@ -147,24 +176,18 @@ def apply_masks(
 
     Equal to adding each of `inputs` (arrays as long as `total`), then
     `expand_mask(seed, len(total))` for each seed, but slice by slice: one pass over
-    `total` and over each input instead of one per mask, the key stream written by
-    AES-CTR straight into one reused buffer and added from there, in uint32 wraparound
-    arithmetic (no wider temporaries).
+    `total` and over each input instead of one per mask, each key stream slice written
+    into a reused buffer and added from there in uint32 wraparound arithmetic (no
+    wider temporaries, no copies).
     """
     if any(len(x) != len(total) for x in inputs):
         raise ValueError("every input must be as long as the total")
-    streams = [(_stream(seed), sign >= 0) for seed, sign in masks]
     chunk = min(MASK_CHUNK, len(total))
-    zeros = bytes(4 * chunk)
-    buffer = bytearray(4 * chunk + 15)
-    view: U32 = np.frombuffer(buffer, dtype="<u4", count=chunk)
+    streams = [(KeyStream(seed, chunk), sign >= 0) for seed, sign in masks]
     for start in range(0, len(total), chunk):
         size = min(chunk, len(total) - start)
         part = total[start : start + size]
-        stream_in = zeros if size == chunk else zeros[: 4 * size]
-        key = view if size == chunk else view[:size]
         for x in inputs:
             np.add(part, x[start : start + size], out=part)
         for stream, adds in streams:
-            stream.update_into(stream_in, buffer)
-            (np.add if adds else np.subtract)(part, key, out=part)
+            (np.add if adds else np.subtract)(part, stream.read(size), out=part)

@@ -189,7 +189,7 @@ def setup(
         clip=clip,
         weight=weight,
         levels=levels,
-        rng=rng,
+        random_bits=crypto.KeyStream(rng.bytes(crypto.KEY_BYTES), quantize.ENCODE_CHUNK).read,
     )
     encoded[size:] = quantize.encode_wide([weight], 0.0, 1.0, levels)
     c_private, c_public = crypto.generate_keypair()
