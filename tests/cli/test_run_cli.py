@@ -1,4 +1,5 @@
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
             "--data-dir: /nonexistent/mnist does not exist or is not a folder",
         ),
         (["--num-clients", "5000"], "--num-clients"),
+        (["--stragglers", "1.5"], "--stragglers must be a fraction in [0, 1], got 1.5"),
+        (["--stragglers", "0.5", "--local-epochs", "1"], "set --local-epochs 2 or more"),
+        (["--partial-work"], "--partial-work needs --stragglers"),
     ],
 )
 def test_bad_config_gives_one_clear_line(
@@ -208,3 +212,20 @@ def test_cli_strategy_and_attack_names_match_their_registries() -> None:
 
     assert tuple(sorted(STRATEGIES)) == STRATEGY_NAMES
     assert ATTACKS == ATTACK_NAMES
+
+
+def test_stragglers_are_dropped_or_kept_with_partial_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["run", "--rounds", "2", "--num-clients", "6", "--fraction-train", "1"]
+    args += ["--local-epochs", "3", "--stragglers", "0.5"]
+    code, _, _ = run_cli([*args, "--out", str(tmp_path / "drop")], capsys)
+    assert code == 0
+    code, _, _ = run_cli([*args, "--partial-work", "--out", str(tmp_path / "keep")], capsys)
+    assert code == 0
+    dropped = json.loads((tmp_path / "drop" / "history.json").read_text())
+    kept = json.loads((tmp_path / "keep" / "history.json").read_text())
+    assert [r["num_results"] for r in dropped["rounds"]] == [3, 3]  # 3 of 6 dropped
+    assert [r["num_results"] for r in kept["rounds"]] == [6, 6]
+    config = tomllib.loads((tmp_path / "keep" / "config.toml").read_text())
+    assert config["stragglers"] == 0.5 and config["partial_work"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -83,6 +84,30 @@ def test_applying_masks_slice_by_slice_equals_adding_whole_masks() -> None:
     np.testing.assert_array_equal(total, np.arange(length, dtype=np.uint32))
 
 
+def test_applying_masks_to_a_sum_of_inputs_equals_summing_first() -> None:
+    length = crypto.MASK_CHUNK + 17
+    rng = np.random.default_rng(3)
+    inputs = [rng.integers(0, 2**32, length, dtype=np.uint32) for _ in range(3)]
+    seeds = [os.urandom(32) for _ in range(2)]
+    fused = np.zeros(length, np.uint32)
+    crypto.apply_masks(fused, [(seeds[0], 1), (seeds[1], -1)], inputs=inputs)
+    expected = inputs[0] + inputs[1] + inputs[2]  # uint32: wraps mod 2^32
+    expected += crypto.expand_mask(seeds[0], length)
+    expected -= crypto.expand_mask(seeds[1], length)
+    np.testing.assert_array_equal(fused, expected)
+    with pytest.raises(ValueError, match="as long as"):
+        crypto.apply_masks(fused, [], inputs=[inputs[0][:-1]])
+
+
+def test_key_stream_read_in_slices_is_the_mask() -> None:
+    seed = os.urandom(32)
+    stream = crypto.KeyStream(seed, chunk=1000)
+    pieces = [stream.read(size).copy() for size in (1000, 3, 997, 1, 999)]
+    np.testing.assert_array_equal(np.concatenate(pieces), crypto.expand_mask(seed, 3000))
+    with pytest.raises(ValueError, match="at most 1000"):
+        stream.read(1001)
+
+
 def test_pairwise_mask_seeds_agree_on_both_sides() -> None:
     a_private, a_public = crypto.generate_keypair()
     b_private, b_public = crypto.generate_keypair()
@@ -120,6 +145,47 @@ def test_stochastic_rounding_is_unbiased() -> None:
     levels = 4  # coarse on purpose: 0.3 lies between codes
     codes = quantize.encode(np.full(200_000, 0.3), 0.0, 1.0, levels, rng)
     assert codes.mean() / levels == pytest.approx(0.3, abs=2e-3)
+
+
+def uniform_bits(seed: int) -> Callable[[int], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return lambda n: rng.integers(0, 2**32, n, dtype=np.uint32)
+
+
+def test_encoding_an_update_in_slices_matches_encoding_it_whole() -> None:
+    rng = np.random.default_rng(2)
+    size = quantize.ENCODE_CHUNK + 123  # a partial last slice
+    old = [rng.standard_normal(size).astype(np.float32), np.arange(50, dtype=np.int64)]
+    new = [old[0] + rng.uniform(-0.2, 0.2, size).astype(np.float32), old[1] + 3]
+    clip, weight, levels = 0.1, 0.4, quantize.levels_for(100)
+    out = np.empty(size + 50, np.uint32)
+    quantize.encode_update(
+        new, old, out, clip=clip, weight=weight, levels=levels, random_bits=uniform_bits(0)
+    )
+    difference = np.concatenate([(a.astype(np.float64) - b) for a, b in zip(new, old, strict=True)])
+    exact = (weight * np.clip(difference, -clip, clip) + clip) * (levels / (2 * clip))
+    assert np.all(out <= levels)
+    assert np.all((out == np.floor(exact)) | (out == np.ceil(exact)))  # rounded, not biased off
+    with pytest.raises(ValueError, match="room for"):
+        quantize.encode_update(
+            new,
+            old,
+            out[:-1],
+            clip=clip,
+            weight=weight,
+            levels=levels,
+            random_bits=uniform_bits(0),
+        )
+
+
+def test_stochastic_rounding_of_updates_is_unbiased() -> None:
+    size = 200_000
+    out = np.empty(size, np.uint32)
+    old, new = [np.zeros(size)], [np.full(size, 0.3 - 0.5)]  # 0.3 of the way up [-0.5, 0.5]
+    quantize.encode_update(
+        new, old, out, clip=0.5, weight=1.0, levels=4, random_bits=uniform_bits(1)
+    )
+    assert out.mean() / 4 == pytest.approx(0.3, abs=2e-3)
 
 
 def test_wide_encoding_sums_with_about_double_precision() -> None:

@@ -134,6 +134,8 @@ class RunConfig:
     secagg_threshold: int | None = None
     secagg_degree: int | None = None
     secagg_clip: float | None = None
+    stragglers: float = 0.0
+    partial_work: bool | None = None
     seed: int = 0
     workers: int = 0
     executor: str | None = None
@@ -231,6 +233,8 @@ FIELD_TYPES: dict[str, type] = {
     "secagg_threshold": int,
     "secagg_degree": int,
     "secagg_clip": float,
+    "stragglers": float,
+    "partial_work": bool,
     "seed": int,
     "workers": int,
     "executor": str,
@@ -320,6 +324,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("--attackers needs --attack")
     validate_dp(cfg)
     validate_secagg(cfg)
+    validate_stragglers(cfg)
     for option, value in (("--fraction-train", cfg.fraction_train),):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{option} must be in (0, 1], got {value:g}")
@@ -393,6 +398,18 @@ def validate_secagg(cfg: RunConfig) -> None:
         if getattr(cfg, name) is not None:
             _at_least(_flag(name), getattr(cfg, name), 1)
     _positive("--secagg-clip", cfg.secagg_clip)
+
+
+def validate_stragglers(cfg: RunConfig) -> None:
+    """Check --stragglers and --partial-work (simulated systems heterogeneity)."""
+    if not 0.0 <= cfg.stragglers <= 1.0:
+        raise ConfigError(f"--stragglers must be a fraction in [0, 1], got {cfg.stragglers:g}")
+    if cfg.stragglers and cfg.local_epochs < 2:
+        raise ConfigError(
+            "--stragglers make clients do 1 to E-1 local epochs; set --local-epochs 2 or more"
+        )
+    if cfg.partial_work and not cfg.stragglers:
+        raise ConfigError("--partial-work needs --stragglers (the fraction that straggles)")
 
 
 def validate_executor(cfg: RunConfig) -> None:

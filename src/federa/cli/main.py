@@ -110,6 +110,15 @@ _OPTION_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
         None,
     ),
     "secagg_clip": ("SecAgg+ per-coordinate bound on a client's update [default: 1]", None),
+    "stragglers": (
+        "fraction of each round's clients that can only do 1 to E-1 local epochs "
+        "(simulation only: Li et al. 2020's stragglers); dropped unless --partial-work",
+        None,
+    ),
+    "partial_work": (
+        "use stragglers' partial work instead of dropping them (as FedProx does)",
+        None,
+    ),
     "seed": ("run seed: the same seed gives the same result", None),
     "workers": (
         "clients run at a time: worker processes, or Ray actors with --executor ray "

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from federa.cli.config import FIELD_TYPES, RunConfig, load_toml, resolve
 from federa.server.history import History, RoundRecord
+from federa.simulation.heterogeneity import Heterogeneity
 from federa.simulation.simulate import make_executor
 from federa.transport.inprocess import Executor
 
@@ -68,6 +69,17 @@ def build_executor(cfg: RunConfig) -> Executor:
     if name == "vectorized":
         return make_executor("vectorized")
     return make_executor(cfg.workers)  # serial for 0, else that many worker processes
+
+
+def build_heterogeneity(cfg: RunConfig) -> Heterogeneity | None:
+    """Return the simulated stragglers `cfg` asks for (--stragglers, --partial-work)."""
+    if not cfg.stragglers:
+        return None
+    return Heterogeneity(
+        straggler_fraction=cfg.stragglers,
+        partial_work=bool(cfg.partial_work),
+        epochs=cfg.local_epochs,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -140,6 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
             executor=build_executor(cfg),
             on_round=on_round,
             secure_aggregation=secure_aggregation,
+            heterogeneity=build_heterogeneity(cfg),
         )
     write_run_dir(out, cfg, history, split=experiment.split)
     console.print(summary(history, out, time.perf_counter() - start), soft_wrap=True)

@@ -169,9 +169,7 @@ class KeyStream:
         return self._view if size == self._chunk else self._view[:size]
 
 
-def apply_masks(
-    total: U32, masks: Sequence[tuple[bytes, int]], inputs: Sequence[U32] = ()
-) -> None:
+def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]], inputs: Sequence[U32] = ()) -> None:
     """Add each (seed, sign) mask to `total` in place, mod 2^32: sign 1 adds, -1 subtracts.
 
     Equal to adding each of `inputs` (arrays as long as `total`), then

@@ -97,6 +97,12 @@ def encode_update(
     """
     if not (clip > 0 and 0.0 <= weight <= 1.0):
         raise ValueError(f"need clip > 0 and weight in [0, 1], got {clip}, {weight}")
+    sizes = [a.size for a in new]
+    if sizes != [b.size for b in old] or sum(sizes) != len(out):
+        raise ValueError(
+            f"arrays of sizes {sizes} and {[b.size for b in old]} do not fill out with "
+            f"room for {len(out)} codes"
+        )
     scale = weight * levels / (2 * clip)
     offset = levels / 2
     chunk = ENCODE_CHUNK
@@ -119,8 +125,6 @@ def encode_update(
             np.minimum(xs, levels, out=xs)  # float round-off at the top end
             out[at : at + size] = xs
             at += size
-    if at != len(out):
-        raise ValueError(f"the arrays hold {at} values but out has room for {len(out)}")
 
 
 def decode_sum(codes: npt.ArrayLike, low: float, high: float, levels: int, count: int) -> F64:

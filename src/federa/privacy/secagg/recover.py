@@ -49,18 +49,20 @@ def recover_secret(
     """
     ordered = sorted(shares)
     for subset in itertools.islice(itertools.combinations(ordered, threshold), MAX_SUBSETS):
+        chosen = {holder for holder, _ in subset}
+        others = [(holder, share) for holder, share in ordered if holder not in chosen]
         try:
-            secret = shamir.combine(subset, wire.SECRET_BYTES)
+            # The secret and every other holder's share, predicted from this subset.
+            values = shamir.evaluate(subset, [None, *(holder for holder, _ in others)])
+            secret = shamir.secret_of(values[0], wire.SECRET_BYTES)
         except ValueError:
             continue
         if not is_genuine(secret):
             continue
-        chosen = {holder for holder, _ in subset}
         bad = [
             holder
-            for holder, share in ordered
-            if holder not in chosen
-            and shamir.interpolate(subset, holder) != _elements_or_none(share)
+            for (holder, share), predicted in zip(others, values[1:], strict=True)
+            if predicted != _elements_or_none(share)
         ]
         return secret, bad
     raise AggregationError(

@@ -99,6 +99,58 @@ def _invert_all(values: Sequence[int]) -> list[int]:
     return out
 
 
+def _products_without_each(values: Sequence[int]) -> list[int]:
+    """Return, for each j, the product of all `values` but the j-th (mod PRIME).
+
+    Prefix and suffix products: O(n) multiplications and no inversion.
+    """
+    prefix = [1]
+    for v in values[:-1]:
+        prefix.append(prefix[-1] * v % PRIME)
+    out = [0] * len(values)
+    suffix = 1
+    for j in range(len(values) - 1, -1, -1):
+        out[j] = prefix[j] * suffix % PRIME
+        suffix = suffix * values[j] % PRIME
+    return out
+
+
+def evaluate(shares: Sequence[tuple[int, bytes]], holders: Sequence[int | None]) -> list[list[int]]:
+    """Return the field elements of the polynomials through `shares` at several points.
+
+    Lagrange interpolation with the denominators computed once for all points (one
+    modular inversion in all) and each point's numerators by prefix and suffix
+    products, so each point costs O(len(shares)) multiplications.
+
+    Args:
+        shares: (holder id, share) pairs with distinct holders; the polynomials through
+            them have degree len(shares) - 1.
+        holders: Evaluate at each holder's point, or at 0 (the secret) for None.
+
+    Raises:
+        ValueError: a share is malformed, shares differ in length or holders repeat.
+    """
+    xs = [point_of(h) for h, _ in shares]
+    if len(set(xs)) != len(xs):
+        raise ValueError("shares must come from distinct holders")
+    columns = [elements(share) for _, share in shares]
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError("shares of one secret must have the same length")
+    dens = [
+        math.prod((xj - xm) % PRIME for m, xm in enumerate(xs) if m != j) % PRIME
+        for j, xj in enumerate(xs)
+    ]
+    inverse_dens = _invert_all(dens)
+    rows = list(zip(*columns, strict=True))  # rows[i]: the i-th element of every share
+    out = []
+    for holder in holders:
+        at = 0 if holder is None else point_of(holder)
+        nums = _products_without_each([(at - x) % PRIME for x in xs])
+        weights = [n * d % PRIME for n, d in zip(nums, inverse_dens, strict=True)]
+        out.append([sum(w * y for w, y in zip(weights, row, strict=True)) % PRIME for row in rows])
+    return out
+
+
 def interpolate(shares: Sequence[tuple[int, bytes]], holder: int | None = None) -> list[int]:
     """Return the field elements of the polynomials through `shares`, evaluated at a point.
 
@@ -107,27 +159,27 @@ def interpolate(shares: Sequence[tuple[int, bytes]], holder: int | None = None) 
             them have degree len(shares) - 1.
         holder: Evaluate at this holder's point, or at 0 (the secret) when None.
     """
-    xs = [point_of(h) for h, _ in shares]
-    if len(set(xs)) != len(xs):
-        raise ValueError("shares must come from distinct holders")
-    at = 0 if holder is None else point_of(holder)
-    nums, dens = [], []
-    for j, xj in enumerate(xs):
-        num, den = 1, 1
-        for m, xm in enumerate(xs):
-            if m != j:
-                num = num * (at - xm) % PRIME
-                den = den * (xj - xm) % PRIME
-        nums.append(num)
-        dens.append(den)
-    weights = [n * d % PRIME for n, d in zip(nums, _invert_all(dens), strict=True)]
-    columns = [elements(share) for _, share in shares]
-    if len({len(c) for c in columns}) != 1:
-        raise ValueError("shares of one secret must have the same length")
-    return [
-        sum(w * col[i] for w, col in zip(weights, columns, strict=True)) % PRIME
-        for i in range(len(columns[0]))
-    ]
+    return evaluate(shares, [holder])[0]
+
+
+def secret_of(values: Sequence[int], secret_len: int) -> bytes:
+    """Return the `secret_len`-byte secret whose pieces are the field elements `values`.
+
+    Raises:
+        ValueError: `values` are not the pieces of such a secret (a share was tampered
+            with).
+    """
+    if len(values) != math.ceil(secret_len / PIECE_BYTES):
+        raise ValueError(
+            f"shares hold {len(values)} field elements, not a {secret_len}-byte secret"
+        )
+    out = bytearray()
+    for i, v in enumerate(values):
+        size = min(PIECE_BYTES, secret_len - i * PIECE_BYTES)
+        if v >= 1 << (8 * size):
+            raise ValueError("the shares do not encode a secret (one was tampered with)")
+        out += v.to_bytes(size, "little")
+    return bytes(out)
 
 
 def combine(shares: Sequence[tuple[int, bytes]], secret_len: int) -> bytes:
@@ -142,15 +194,4 @@ def combine(shares: Sequence[tuple[int, bytes]], secret_len: int) -> bytes:
     """
     if not shares:
         raise ValueError("cannot recover a secret from no shares")
-    values = interpolate(shares)
-    if len(values) != math.ceil(secret_len / PIECE_BYTES):
-        raise ValueError(
-            f"shares hold {len(values)} field elements, not a {secret_len}-byte secret"
-        )
-    out = bytearray()
-    for i, v in enumerate(values):
-        size = min(PIECE_BYTES, secret_len - i * PIECE_BYTES)
-        if v >= 1 << (8 * size):
-            raise ValueError("the shares do not encode a secret (one was tampered with)")
-        out += v.to_bytes(size, "little")
-    return bytes(out)
+    return secret_of(interpolate(shares), secret_len)
