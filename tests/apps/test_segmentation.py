@@ -156,3 +156,78 @@ def test_segments_hold_only_their_own_ink(drawn: Pool) -> None:
         assert found.ink.min() >= 0.0 and found.ink.max() == pytest.approx(1.0, abs=0.05)
         # The crop's border columns hold no ink of the neighbour.
         assert found.ink.shape[1] <= found.box.width + 2
+
+
+def test_a_bar_broken_off_the_top_of_a_five_joins_its_digit() -> None:
+    page = _page()
+    cv2.line(page, (20, 30), (20, 90), 20, 6)  # "1"
+    cv2.line(page, (70, 42), (70, 62), 20, 6)  # the "5": its upright ...
+    cv2.ellipse(page, (84, 75), (16, 15), 0, -150, 150, 20, 6)  # ... and its belly
+    cv2.line(page, (94, 31), (132, 29), 20, 6)  # its top bar, apart, off to the right
+    cv2.line(page, (170, 30), (170, 90), 20, 6)  # "1"
+    found = segment(page)
+    assert [s.num_parts for s in found] == [1, 2, 1]
+    assert found[1].box.y <= 28 and found[1].box.right >= 132
+
+
+def test_a_short_upright_sliver_beside_a_digit_joins_it() -> None:
+    page = _page()
+    cv2.line(page, (40, 30), (40, 90), 20, 6)  # "1" ...
+    cv2.line(page, (54, 52), (54, 64), 20, 3)  # ... and a sliver its stroke left behind
+    cv2.line(page, (120, 30), (120, 90), 20, 6)  # "1"
+    found = segment(page)
+    assert [s.num_parts for s in found] == [2, 1]
+
+
+def test_a_tip_broken_off_above_a_digit_joins_it() -> None:
+    page = _page()
+    cv2.line(page, (40, 40), (40, 90), 20, 6)  # "1" ...
+    cv2.line(page, (50, 28), (56, 34), 20, 5)  # ... its flag, up among the digits' tops
+    cv2.line(page, (120, 30), (120, 90), 20, 6)  # "1"
+    found = segment(page)
+    assert [s.num_parts for s in found] == [2, 1]
+
+
+def test_small_symbols_beside_digits_stay_symbols() -> None:
+    page = _page(width=520)
+    cv2.line(page, (20, 30), (20, 90), 20, 6)  # "1"
+    cv2.line(page, (48, 60), (78, 60), 20, 6)  # "-" at mid-height, close
+    cv2.line(page, (100, 30), (100, 90), 20, 6)  # "1"
+    cv2.circle(page, (118, 87), 4, 20, -1)  # "." on the baseline, close
+    cv2.line(page, (140, 30), (140, 90), 20, 6)  # "1"
+    cv2.circle(page, (160, 60), 4, 20, -1)  # "·" at mid-height
+    cv2.line(page, (180, 30), (180, 90), 20, 6)  # "1"
+    cv2.line(page, (200, 60), (224, 60), 20, 5)  # a small "+"
+    cv2.line(page, (212, 48), (212, 72), 20, 5)
+    cv2.line(page, (245, 30), (245, 90), 20, 6)  # "1"
+    cv2.line(page, (262, 30), (262, 90), 20, 6)  # "1", close: "11" is two symbols
+    found = segment(page)
+    assert [round(s.box.center_x) for s in found] == pytest.approx(
+        [20, 63, 100, 118, 140, 160, 180, 212, 245, 262], abs=3
+    )
+    assert all(s.num_parts == 1 for s in found)
+
+
+@needs_real_data
+def test_held_out_digits_broken_in_pieces_are_mostly_one_symbol(
+    real_symbols: DatasetSplit,
+) -> None:
+    split = real_symbols
+    whole = symbol_pool(split.test.x, split.test.y, split.test.class_names, one_piece=True)
+    digits = split.test.x[split.test.y < 10][:, 0]
+    broken = [d for d in digits if not _one_piece(d)]
+    assert len(broken) >= 100  # about 3% of MNIST's test digits
+    rng = np.random.default_rng(8)
+    one_symbol = 0
+    for digit in broken[:150]:
+        expression = compose("4+D-7", {**whole, "D": digit[None]}, rng)
+        found = segment(expression.image)
+        assert len(found) >= 5, expression.text  # never merged with its neighbours
+        one_symbol += len(found) == 5
+    # Without joining fragments about 85% of them were one symbol; now about 95%.
+    assert one_symbol >= 0.9 * 150
+
+
+def _one_piece(image: npt.NDArray[np.float32]) -> bool:
+    mask = (image > 0.2 * image.max()).astype(np.uint8)
+    return bool(cv2.connectedComponents(mask, connectivity=8)[0] == 2)

@@ -84,21 +84,6 @@ def test_applying_masks_slice_by_slice_equals_adding_whole_masks() -> None:
     np.testing.assert_array_equal(total, np.arange(length, dtype=np.uint32))
 
 
-def test_applying_masks_to_a_sum_of_inputs_equals_summing_first() -> None:
-    length = crypto.MASK_CHUNK + 17
-    rng = np.random.default_rng(3)
-    inputs = [rng.integers(0, 2**32, length, dtype=np.uint32) for _ in range(3)]
-    seeds = [os.urandom(32) for _ in range(2)]
-    fused = np.zeros(length, np.uint32)
-    crypto.apply_masks(fused, [(seeds[0], 1), (seeds[1], -1)], inputs=inputs)
-    expected = inputs[0] + inputs[1] + inputs[2]  # uint32: wraps mod 2^32
-    expected += crypto.expand_mask(seeds[0], length)
-    expected -= crypto.expand_mask(seeds[1], length)
-    np.testing.assert_array_equal(fused, expected)
-    with pytest.raises(ValueError, match="as long as"):
-        crypto.apply_masks(fused, [], inputs=[inputs[0][:-1]])
-
-
 def test_key_stream_read_in_slices_is_the_mask() -> None:
     seed = os.urandom(32)
     stream = crypto.KeyStream(seed, chunk=1000)

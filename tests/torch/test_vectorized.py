@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import federa as fd
 from federa.torch import (
@@ -19,6 +21,7 @@ from federa.torch import (
     train_cohort,
     vectorize_reason,
 )
+from federa.torch.models import build_model
 
 # Unequal data: an empty client, sizes that do and do not divide the batch, one client
 # with a single partial batch.
@@ -178,3 +181,44 @@ def test_clients_with_differently_shaped_examples_are_refused() -> None:
     data = [cohort_data((4,))[0], (torch.zeros(4, 1, 5, 5), torch.zeros(4, dtype=torch.long))]
     with pytest.raises(VectorizeError, match="different shapes"):
         train_cohort(model, start, data, CONFIGS["sgd"], [0, 1])
+
+
+class FunctionalNet(nn.Module):
+    """Element-wise functions (not modules) after a convolution, and a residual sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x))
+        h = F.relu(h) + 0.5 * h
+        h = torch.flatten(h, 1)
+        return self.out(F.gelu(self.fc(h)))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        FunctionalNet,
+        lambda: build_model("mnist_cnn", (1, 6, 6), 4),
+        lambda: build_model("mnist_2nn", (1, 6, 6), 4),
+        lambda: build_model("symbol_cnn", (1, 6, 6), 4),
+    ],
+    ids=["functional", "mnist_cnn", "mnist_2nn", "symbol_cnn"],
+)
+def test_shipped_and_functional_models_match_one_at_a_time(build: Any) -> None:
+    torch.manual_seed(0)
+    model = build()
+    cfg = TrainConfig(epochs=1, batch_size=5, lr=0.05, momentum=0.9)
+    start = [module_to_arrays(model)] * len(SIZES)
+    data = cohort_data()
+    got = train_cohort(model, start, data, cfg, SEEDS)
+    want = []
+    for arrays, (x, y), seed in zip(start, data, SEEDS, strict=True):
+        arrays_to_module(model, arrays)
+        metrics = train(model, x, y, cfg, seed)
+        want.append((module_to_arrays(model), metrics))
+    assert_same_results(got, want)

@@ -169,5 +169,5 @@ def summary(history: History, out: Path, seconds: float) -> str:
     return (
         f"done in {seconds:.1f}s: final test accuracy {_fmt(acc)} (best {_fmt(best)}), "
         f"test loss {_fmt(final.centralized_loss)}{privacy}\nrun written to {out}/ "
-        "(config.toml, history.json, metrics.csv, curves.png, model.npz)"
+        "(config.toml, history.json, metrics.csv, curves.png, model.safetensors, model.npz)"
     )

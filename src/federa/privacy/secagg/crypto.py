@@ -7,7 +7,9 @@
   sender, the recipient and the round are bound as associated data.
 - Mask expansion: AES-256-CTR keyed by a 32-byte seed, its key stream read as
   little-endian uint32 (a PRG: without the seed, the stream is indistinguishable from
-  uniform). Each seed keys one stream, so the counter starts at 0.
+  uniform). Each seed keys one stream, so the counter starts at 0. `KeyStream` reads
+  it a slice at a time into one reused buffer (cryptography's `update_into` on zeros),
+  which is how masks are added without ever holding a whole mask in memory.
 """
 
 from __future__ import annotations
@@ -169,23 +171,18 @@ class KeyStream:
         return self._view if size == self._chunk else self._view[:size]
 
 
-def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]], inputs: Sequence[U32] = ()) -> None:
+def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]]) -> None:
     """Add each (seed, sign) mask to `total` in place, mod 2^32: sign 1 adds, -1 subtracts.
 
-    Equal to adding each of `inputs` (arrays as long as `total`), then
-    `expand_mask(seed, len(total))` for each seed, but slice by slice: one pass over
-    `total` and over each input instead of one per mask, each key stream slice written
-    into a reused buffer and added from there in uint32 wraparound arithmetic (no
-    wider temporaries, no copies).
+    Equal to adding `expand_mask(seed, len(total))` for each seed, but slice by slice:
+    one pass over `total` instead of one per mask, each key stream slice written into
+    a reused buffer and added from there in uint32 wraparound arithmetic (no wider
+    temporaries, no copies).
     """
-    if any(len(x) != len(total) for x in inputs):
-        raise ValueError("every input must be as long as the total")
     chunk = min(MASK_CHUNK, len(total))
     streams = [(KeyStream(seed, chunk), sign >= 0) for seed, sign in masks]
     for start in range(0, len(total), chunk):
         size = min(chunk, len(total) - start)
         part = total[start : start + size]
-        for x in inputs:
-            np.add(part, x[start : start + size], out=part)
         for stream, adds in streams:
             (np.add if adds else np.subtract)(part, stream.read(size), out=part)

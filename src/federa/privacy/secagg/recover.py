@@ -119,6 +119,8 @@ def unmasked_sum(masked: Mapping[int, npt.NDArray[np.uint32]], keys: Masks) -> n
     survivors = sorted(masked)
     length = len(masked[survivors[0]])
     total = np.zeros(length, dtype=quantize.RING_DTYPE)
+    for u in survivors:  # whole arrays: faster than slice by slice across 100s of them
+        np.add(total, masked[u], out=total)
     masks = [(keys.seeds[u], -1) for u in survivors]
     alive = set(survivors)
     for v, raw in sorted(keys.dropped_keys.items()):
@@ -127,7 +129,7 @@ def unmasked_sum(masked: Mapping[int, npt.NDArray[np.uint32]], keys: Masks) -> n
             pair_seed = crypto.agree(private_key, keys.public_keys[u], crypto.MASK_LABEL)
             # u added +PRG when u < v and -PRG otherwise; undo it.
             masks.append((pair_seed, -1 if u < v else 1))
-    crypto.apply_masks(total, masks, inputs=[masked[u] for u in survivors])
+    crypto.apply_masks(total, masks)
     return total
 
 
