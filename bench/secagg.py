@@ -16,13 +16,21 @@ other pairs.
   slowest client's wall time and the median client's CPU time per stage), and the
   server's own compute (graph, routing, share recovery, unmasking);
 - the CPU time one client spends per round, plain and SecAgg+ (inside fit; the decoding
-  and encoding of arrays for gRPC, the same in both, is not counted).
+  and encoding of arrays for gRPC, the same in both, is not counted);
+- the CPU time of a whole round, server and client processes together (from /proc on
+  Linux), plain and SecAgg+, and its ratio: what a round costs whatever else the
+  machine is running, where wall times on a shared machine are noisy.
 
 On a 2-core machine all n clients compute on the same two cores, so their SecAgg+ work
-(encoding the update, about 16 AES-CTR mask streams of 4 MB each) is serialized; a
-deployment spreads it over n machines. The client CPU figures show how much that is.
+(encoding the update, 16 AES-256-CTR mask streams of 4 MB each with the default degree
+15, about 10 ms of AES alone at 6 GB/s) is serialized, and so are the three extra round
+trips of 2n small messages; a deployment spreads the client work over n machines. The
+client CPU figures show how much that is. The receive buffers the server allocates for
+the masked inputs differ in layout from those of the plain results (one 4 MB array
+against 4 of 1 MB), so with alternating rounds one side or the other faults fresh pages
+in: with the model as one array instead of 4 the plain rounds pay it instead.
 
-Run: python bench/secagg.py [--clients 100] [--params 1000000] [--pairs 3] [--procs 4]
+Run: python bench/secagg.py [--clients 100] [--params 1000000] [--pairs 5] [--procs 4]
 Prints one JSON line.
 """
 
@@ -144,19 +152,53 @@ class CountingTransport:
         self.inner.close()
 
 
-class Alternating:
-    """Plain FedAvg on odd rounds, SecAgg+ on even rounds; times the SecAgg+ stages."""
+def process_cpu_s(pids: Sequence[int]) -> float:
+    """Return the CPU seconds (user + system) this process and `pids` have used so far.
 
-    def __init__(self, secagg: SecAggPlus) -> None:
+    The children's figures come from /proc (Linux); elsewhere only this process counts.
+    """
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+class Alternating:
+    """Plain FedAvg on odd rounds, SecAgg+ on even rounds; times the SecAgg+ stages.
+
+    Both kinds of round collect every result before aggregating (the round loop hands
+    all of them to `aggregate`), and each round's CPU time is measured the same way:
+    the server process and the client processes together, from the first task sent to
+    the aggregate.
+    """
+
+    def __init__(self, secagg: SecAggPlus, client_pids: Sequence[int] = ()) -> None:
         self.secagg = secagg
+        self.client_pids = list(client_pids)
         self.stages: dict[int, list[dict[str, Any]]] = {}
         self.totals: dict[int, float] = {}
         self.plain_cpu: dict[int, float] = {}
+        self.round_cpu: dict[int, float] = {}
 
     def check_strategy(self, strategy: Strategy) -> None:
         self.secagg.check_strategy(strategy)
 
     def aggregate(
+        self, tasks: Sequence[fd.TrainTask], collect: Collect, *, seed: int
+    ) -> tuple[list[tuple[int, fd.TrainResult]], list[fd.Failure]]:
+        round_num = tasks[0].round_num
+        cpu_start = process_cpu_s(self.client_pids)
+        try:
+            return self._aggregate(tasks, collect, seed=seed)
+        finally:
+            self.round_cpu[round_num] = process_cpu_s(self.client_pids) - cpu_start
+
+    def _aggregate(
         self, tasks: Sequence[fd.TrainTask], collect: Collect, *, seed: int
     ) -> tuple[list[tuple[int, fd.TrainResult]], list[fd.Failure]]:
         round_num = tasks[0].round_num
@@ -207,7 +249,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     server = GrpcServer("127.0.0.1:0", transport, max_clients=args.clients + 8)
     children = spawn(args, server.port)
     counting = CountingTransport(transport)
-    alternating = Alternating(SecAggPlus(clip=0.1))
+    alternating = Alternating(SecAggPlus(clip=0.1), [child.pid for child in children])
     try:
         transport.wait_for_clients(args.clients, CLIENT_TIMEOUT_S)
         history = run_rounds(
@@ -254,6 +296,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         if not r % 2
     )
     time_ratio = statistics.median(secure) / statistics.median(plain)
+    plain_cpu = statistics.median(alternating.round_cpu[r] for r in measured if r % 2)
+    secure_cpu = statistics.median(alternating.round_cpu[r] for r in measured if not r % 2)
     bytes_ratio = statistics.median(secure_bytes) / statistics.median(plain_bytes)
     return {
         "bench": "secagg",
@@ -264,6 +308,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "plain_round_s": round(statistics.median(plain), 3),
         "secagg_round_s": round(statistics.median(secure), 3),
         "time_ratio": round(time_ratio, 3),
+        "time_ratio_per_pair": [
+            round(rounds[r + 1].timings["train_s"] / rounds[r].timings["train_s"], 3)
+            for r in measured
+            if r % 2
+        ],
+        # CPU seconds of the server and all clients in the round: what the round costs
+        # whatever else the machine runs (timings on a shared machine are noisy).
+        "plain_round_cpu_s": round(plain_cpu, 3),
+        "secagg_round_cpu_s": round(secure_cpu, 3),
+        "cpu_ratio": round(secure_cpu / plain_cpu, 3),
         "plain_bytes_per_client": int(statistics.median(plain_bytes)),
         "secagg_bytes_per_client": int(statistics.median(secure_bytes)),
         "bytes_ratio": round(bytes_ratio, 4),
@@ -288,7 +342,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--params", type=int, default=1_000_000)
-    parser.add_argument("--pairs", type=int, default=3, help="plain/SecAgg+ round pairs")
+    parser.add_argument("--pairs", type=int, default=5, help="plain/SecAgg+ round pairs")
     parser.add_argument("--procs", type=int, default=4, help="client processes")
     parser.add_argument("--role", default="server", choices=["server", "clients"])
     parser.add_argument("--port", type=int)

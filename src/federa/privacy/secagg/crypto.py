@@ -175,14 +175,19 @@ def apply_masks(total: U32, masks: Sequence[tuple[bytes, int]]) -> None:
     """Add each (seed, sign) mask to `total` in place, mod 2^32: sign 1 adds, -1 subtracts.
 
     Equal to adding `expand_mask(seed, len(total))` for each seed, but slice by slice:
-    one pass over `total` instead of one per mask, each key stream slice written into
-    a reused buffer and added from there in uint32 wraparound arithmetic (no wider
-    temporaries, no copies).
+    one pass over `total` instead of one per mask, every stream's slice written by
+    AES-CTR into the same small buffer (it stays in cache, however many masks) and
+    added from there in uint32 wraparound arithmetic (no wider temporaries, no copies).
     """
+    streams = [(_stream(seed), sign >= 0) for seed, sign in masks]
     chunk = min(MASK_CHUNK, len(total))
-    streams = [(KeyStream(seed, chunk), sign >= 0) for seed, sign in masks]
+    zeros = bytes(4 * chunk)
+    buffer = bytearray(4 * chunk + 15)  # update_into wants a block spare
+    view: U32 = np.frombuffer(buffer, dtype="<u4", count=chunk)
     for start in range(0, len(total), chunk):
         size = min(chunk, len(total) - start)
         part = total[start : start + size]
+        stream_in, key = (zeros, view) if size == chunk else (zeros[: 4 * size], view[:size])
         for stream, adds in streams:
-            (np.add if adds else np.subtract)(part, stream.read(size), out=part)
+            stream.update_into(stream_in, buffer)
+            (np.add if adds else np.subtract)(part, key, out=part)
