@@ -17,14 +17,18 @@ by the server: 0.05, divided by 2.5 after half the rounds and again after 5/6 of
   fraction segmented into the right number of symbols, the per-symbol accuracy on
   those, and the same figures for symbols written in one piece (`one_piece`).
 
-Prints one JSON line. The CPU is shared: set --threads (default 1).
+Prints one JSON line. The CPU is shared: set --threads (default 1). Training takes about
+20 minutes for 50 rounds; `--run-dir` reads a run directory this bench wrote before
+(`--out`, the same workload) instead of training again, and reports its model.
 
 Run: python bench/calculator.py [--rounds 30] [--data-dir ../shared/data] [--out DIR]
+     python bench/calculator.py --run-dir DIR  (reuse a trained run; no training)
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import sys
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 
 from federa.apps.calculator import Recognizer, read_expression
+from federa.apps.calculator.recognizer import load_recognizer
 from federa.apps.calculator.synth import compose, random_expression, symbol_pool
 from federa.cli.config import RunConfig, validate
 from federa.cli.experiment import build_experiment
@@ -98,6 +103,10 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads")
     parser.add_argument("--out", help="also write a run directory here")
+    parser.add_argument(
+        "--run-dir", type=Path, help="read the model of a run this bench wrote; do not train"
+    )
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the test expressions")
     args = parser.parse_args()
     mnist, symbols = args.data_dir / "mnist", args.data_dir / "math_symbols"
     if not (mnist / "train-images-idx3-ubyte.gz").exists() or not symbols.is_dir():
@@ -108,6 +117,10 @@ def main() -> None:
     split = load_calculator(
         mnist, zip_path, mnist_framing=True, max_digits_per_class=args.max_digits_per_class
     )
+    if args.run_dir is not None:
+        trained = load_recognizer(args.run_dir)
+        report(args, split, trained.module, run_curve(args.run_dir), None, args.run_dir)
+        return
     cfg = validate(
         RunConfig(
             dataset="calculator",
@@ -154,6 +167,33 @@ def main() -> None:
         write_run_dir(make_run_dir(args.out), replace(cfg, out=args.out), history, split=split)
     module = build_model("symbol_cnn", split.in_shape, split.num_classes)
     arrays_to_module(module, history.arrays)
+    curve = history.series("centralized_accuracy")
+    report(args, split, module, curve, train_seconds, None)
+
+
+def run_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """Return (round, centralized accuracy) of a run directory's metrics.csv."""
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return [
+            (int(row["round"]), float(row["centralized_accuracy"]))
+            for row in csv.DictReader(f)
+            if row.get("centralized_accuracy")
+        ]
+
+
+def report(
+    args: argparse.Namespace,
+    split: DatasetSplit,
+    module: torch.nn.Module,
+    curve: list[tuple[int, float]],
+    train_seconds: float | None,
+    run_dir: Path | None,
+) -> None:
+    """Measure the trained model on the test symbols and expressions; print the JSON line."""
+    mnist, zip_path = (
+        args.data_dir / "mnist",
+        args.data_dir / "math_symbols" / "mdas_symbols_v1.zip",
+    )
     plain = Recognizer(module, split.train.class_names)  # the model's own probabilities
     predicted = plain.probabilities(split.test.x).argmax(axis=1)
     symbol_accuracy = float(np.mean(predicted == split.test.y))
@@ -163,24 +203,25 @@ def main() -> None:
     }
     counts = np.bincount(split.train.y, minlength=split.num_classes).tolist()
     recognizer = Recognizer(module, split.train.class_names, class_counts=counts)
-    curve = history.series("centralized_accuracy")
     raw = load_calculator(mnist, zip_path)  # the test symbols at the size they were written
     start = time.perf_counter()
-    reading = read_expressions(recognizer, raw, args.expressions, seed=2024, one_piece=False)
-    one_piece = read_expressions(recognizer, raw, args.expressions, seed=2024, one_piece=True)
+    reading = read_expressions(recognizer, raw, args.expressions, args.seed, one_piece=False)
+    one_piece = read_expressions(recognizer, raw, args.expressions, args.seed, one_piece=True)
     read_seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "bench": "calculator",
         "workload": f"calculator set, symbol_cnn, 20 clients {args.partition} (alpha 0.5), "
         f"FedAvg C={args.fraction_train:g} E=1 B=32 lr 0.05 step decay momentum 0.9, "
-        f"{cfg.rounds} rounds, {len(split.train)} training symbols",
+        f"{max(r for r, _ in curve)} rounds, {len(split.train)} training symbols",
+        "model": f"read from {run_dir}" if run_dir else "trained in this run",
+        "expression_seed": args.seed,
         "symbol_accuracy": round(symbol_accuracy, 4),
         "best_round_accuracy": round(max(a for _, a in curve), 4),
         "class_accuracy": per_class,
         "expressions": args.expressions,
         **{k: round(v, 4) for k, v in reading.items()},
         "one_piece_symbols": {k: round(v, 4) for k, v in one_piece.items()},
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
         "read_seconds_per_expression": round(read_seconds / (2 * args.expressions), 3),
     }
     print(json.dumps(result, ensure_ascii=False))

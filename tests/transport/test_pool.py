@@ -61,10 +61,23 @@ def test_an_array_still_referenced_is_never_handed_out_again(hold: Callable[[Any
 
 def test_an_array_of_another_shape_or_dtype_is_not_reused() -> None:
     pool = ArrayPool()
-    alive = [weakref.ref(a) for a in pool.arrays(LAYOUT)]
+    first = [id(a) for a in pool.arrays(LAYOUT)]
     other = pool.arrays([((3, 2), F4), ((4,), F4)])
     assert [(a.shape, a.dtype) for a in other] == [((3, 2), F4), ((4,), F4)]
-    assert [r() for r in alive] == [None, None], "unmatched arrays were kept"
+    assert not {id(a) for a in other} & set(first)
+
+
+def test_a_large_layout_survives_small_messages_in_between() -> None:
+    # SecAgg+ rounds: small key and share messages between the large masked inputs.
+    pool = ArrayPool(max_layouts=2)
+    large = [weakref.ref(a) for a in pool.arrays(LAYOUT)]
+    pool.arrays([((1,), I8)])
+    again = pool.arrays(LAYOUT)
+    assert [r() is a for r, a in zip(large, again, strict=True)] == [True, True]
+    del again
+    pool.arrays([((1,), I8)])
+    pool.arrays([((2,), I8)])  # a third layout evicts the least recently used one
+    assert [r() for r in large] == [None, None], "an evicted layout's arrays were kept"
 
 
 def test_clear_lets_the_arrays_go() -> None:

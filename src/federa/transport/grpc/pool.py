@@ -32,7 +32,12 @@ _UNUSED = _refcount([np.empty(0)], 0)
 
 
 class ArrayPool:
-    """The arrays of the last message a receiver assembled, reused for the next one.
+    """The arrays of the last messages a receiver assembled, reused for the next ones.
+
+    Arrays are kept per layout (the shapes and dtypes of one message), for the last
+    `max_layouts` layouts used, so that a protocol whose stages alternate between small
+    messages and the large one (SecAgg+: keys, shares, the masked input, unmasking)
+    still finds the large one's buffers each round.
 
     An array is reused only when nothing but the pool references it: no variable, no
     container, no numpy view (a view references the array that owns its memory), no
@@ -40,38 +45,41 @@ class ArrayPool:
     reference count says so exactly; an array still in use is never handed out again,
     and a new one is allocated in its place. Arrays kept but not reused are let go.
     Thread-safe.
+
+    Args:
+        max_layouts: Distinct layouts kept (>= 1); the least recently used goes first.
     """
 
-    def __init__(self) -> None:
-        self._kept: list[NDArray] = []
+    def __init__(self, max_layouts: int = 4) -> None:
+        self._kept: dict[tuple[tuple[tuple[int, ...], str], ...], list[NDArray]] = {}
+        self._max_layouts = max(1, max_layouts)
         self._lock = threading.Lock()
 
     def arrays(self, layout: Layout) -> list[NDArray]:
         """Return arrays of these shapes and dtypes, in order; their contents are undefined.
 
-        The array at each position is the one kept at that position when it matches
-        and is unused, else a new one; the returned arrays are kept for next time.
+        The array at each position is the one kept at that position for this layout
+        when it is unused, else a new one; the returned arrays are kept for next time.
         """
+        key = tuple((tuple(shape), np.dtype(dtype).str) for shape, dtype in layout)
         with self._lock:
-            kept, self._kept = self._kept, []
+            kept = self._kept.pop(key, [])
             out = []
             for i, (shape, dtype) in enumerate(layout):
-                if (
-                    i < len(kept)
-                    and kept[i].shape == shape
-                    and kept[i].dtype == dtype
-                    and _refcount(kept, i) == _UNUSED
-                ):
+                if i < len(kept) and _refcount(kept, i) == _UNUSED:
                     out.append(kept[i])
                 else:
                     out.append(np.empty(shape, dtype=dtype))
-            self._kept = list(out)
+            del kept
+            self._kept[key] = list(out)  # most recently used last
+            while len(self._kept) > self._max_layouts:
+                del self._kept[next(iter(self._kept))]
             return out
 
     def clear(self) -> None:
         """Let go of the kept arrays (they are freed once nothing else uses them)."""
         with self._lock:
-            self._kept = []
+            self._kept = {}
 
 
 def keep_freed_heap(block_bytes: int = 16 << 20) -> None:
