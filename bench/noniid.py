@@ -89,7 +89,7 @@ def main() -> None:
         return
     stragglers = args.scenario == "stragglers"
     epochs = args.epochs or (5 if stragglers else 1)
-    mu = args.proximal_mu if args.proximal_mu is not None else (0.1 if stragglers else 0.01)
+    mu = args.proximal_mu if args.proximal_mu is not None else 0.01
     runs: dict[str, tuple[dict[str, Any], Heterogeneity | None]] = {}
     if stragglers:
 
