@@ -43,7 +43,7 @@ import torch
 from federa.apps.calculator import Recognizer, read_expression
 from federa.apps.calculator.recognizer import load_recognizer
 from federa.apps.calculator.synth import compose, random_expression, symbol_pool
-from federa.cli.config import RunConfig, validate
+from federa.cli.config import RunConfig, load_toml, validate
 from federa.cli.experiment import build_experiment
 from federa.cli.rundir import make_run_dir, write_run_dir
 from federa.core.messages import Config
@@ -102,6 +102,11 @@ def main() -> None:
         "--max-digits-per-class", type=int, help="subsample MNIST's training digits [all]"
     )
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads")
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="distort the clients' minibatches at random (federa.torch.augment)",
+    )
     parser.add_argument("--out", help="also write a run directory here")
     parser.add_argument(
         "--run-dir", type=Path, help="read the model of a run this bench wrote; do not train"
@@ -119,6 +124,7 @@ def main() -> None:
     )
     if args.run_dir is not None:
         trained = load_recognizer(args.run_dir)
+        args.augment = bool(load_toml(args.run_dir / "config.toml").get("augment"))
         report(args, split, trained.module, run_curve(args.run_dir), None, args.run_dir)
         return
     cfg = validate(
@@ -135,6 +141,7 @@ def main() -> None:
             batch_size=32,
             lr=0.05,
             momentum=0.9,
+            augment=args.augment or None,
             seed=0,
         )
     )
@@ -212,6 +219,7 @@ def report(
         "bench": "calculator",
         "workload": f"calculator set, symbol_cnn, 20 clients {args.partition} (alpha 0.5), "
         f"FedAvg C={args.fraction_train:g} E=1 B=32 lr 0.05 step decay momentum 0.9, "
+        f"{'augmented minibatches, ' if args.augment else ''}"
         f"{max(r for r, _ in curve)} rounds, {len(split.train)} training symbols",
         "model": f"read from {run_dir}" if run_dir else "trained in this run",
         "expression_seed": args.seed,

@@ -108,6 +108,7 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    augment: bool | None = None
     strategy: str = "fedavg"
     server_lr: float | None = None
     server_momentum: float | None = None
@@ -207,6 +208,7 @@ FIELD_TYPES: dict[str, type] = {
     "optimizer": str,
     "momentum": float,
     "weight_decay": float,
+    "augment": bool,
     "strategy": str,
     "server_lr": float,
     "server_momentum": float,

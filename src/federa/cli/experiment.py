@@ -182,6 +182,7 @@ def build_experiment(cfg: RunConfig, split: DatasetSplit | None = None) -> Exper
         optimizer="adam" if cfg.optimizer == "adam" else "sgd",
         momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
         weight_decay=cfg.weight_decay,
+        augment=bool(cfg.augment),
     )
     data = ClientData(
         model_fn,

@@ -62,6 +62,11 @@ _OPTION_HELP: dict[str, tuple[str, Sequence[str] | None]] = {
     "optimizer": ("local optimizer", OPTIMIZERS),
     "momentum": ("SGD momentum", None),
     "weight_decay": ("L2 weight decay", None),
+    "augment": (
+        "distort local minibatches of images at random (small affine maps, resize round "
+        "trips, stroke width), seeded per client and round",
+        None,
+    ),
     "strategy": ("federated algorithm", STRATEGY_NAMES),
     "server_lr": ("server learning rate (fedavgm, fedadam, fedyogi, fedadagrad, scaffold)", None),
     "server_momentum": ("server momentum (fedavgm)", None),
@@ -234,6 +239,7 @@ TRAIN_OPTIONS = (
     "optimizer",
     "momentum",
     "weight_decay",
+    "augment",
 )
 STRATEGY_OPTIONS = ("strategy", *STRATEGY_PARAMETERS)
 SERVER_ONLY = (

@@ -158,6 +158,9 @@ class VectorizedExecutor:
             cfg = client.train_config.updated(task.config)
         except (ConfigError, TypeError):
             return None  # the per-client path reports the bad config as the client's failure
+        if cfg.augment:
+            self._fall_back("augmented minibatches are trained per client")
+            return None
         # The trainer only reads the architecture, so every client of a model_fn shares
         # this process's model, whether or not the client itself shares it.
         model = shared_model(client.model_fn)

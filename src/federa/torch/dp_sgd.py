@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from federa.errors import ConfigError
 from federa.privacy.accountant import compute_epsilon
+from federa.torch.augment import augment_generator, augment_images
 from federa.torch.train import TrainConfig, make_optimizer
 
 
@@ -115,6 +116,7 @@ def train_dp_sgd(
     anchors = [p.detach().clone() for p in params] if cfg.proximal_mu > 0 else None
     std = dp.noise_multiplier * dp.max_grad_norm
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = augment_generator(seed) if cfg.augment else None
     total_loss, correct, seen = 0.0, 0, 0
     model.train()
     try:
@@ -127,7 +129,8 @@ def train_dp_sgd(
                 optimizer.zero_grad(set_to_none=True)
                 sums = [torch.zeros_like(p) for p in params]
                 if len(idx):
-                    logits = gsm(x[idx])
+                    xb = x[idx] if aug_gen is None else augment_images(x[idx], aug_gen)
+                    logits = gsm(xb)
                     loss = F.cross_entropy(logits, y[idx], reduction="sum")
                     loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
                     sums = _clipped_sum(params, dp.max_grad_norm)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from federa.errors import ConfigError
+from federa.torch.augment import augment_generator, augment_images
 
 OptimizerName = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[OptimizerName, ...] = ("sgd", "adam")
@@ -30,6 +31,9 @@ class TrainConfig:
         proximal_mu: FedProx's proximal coefficient: the local objective gains
             mu/2 * ||w - w_global||^2 (Li et al. 2020, "Federated Optimization in
             Heterogeneous Networks"); 0 is plain local training.
+        augment: Distort every minibatch of images at random (`federa.torch.augment`:
+            small affine maps, resize round trips, stroke-width changes), drawn from
+            the training seed; off by default.
     """
 
     epochs: int = 1
@@ -39,6 +43,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+    augment: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -57,6 +62,8 @@ class TrainConfig:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.proximal_mu < 0:
             raise ConfigError(f"proximal mu must be >= 0, got {self.proximal_mu}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"augment must be true or false, got {self.augment!r}")
 
     def updated(self, config: Mapping[str, object]) -> TrainConfig:
         """Return a copy with the fields that `config` names (a server can override them)."""
@@ -106,6 +113,7 @@ def train(
     anchors = [p.detach().clone() for p in params] if cfg.proximal_mu > 0 else None
     corrections = [None if correction is None else correction.get(name) for name, _ in named]
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = augment_generator(seed) if cfg.augment else None
     total_loss = torch.zeros((), dtype=torch.float64)
     total_correct = torch.zeros((), dtype=torch.int64)
     seen = 0
@@ -117,6 +125,8 @@ def train(
             for start in range(0, n, cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
                 xb, yb = x[idx], y[idx]
+                if aug_gen is not None:
+                    xb = augment_images(xb, aug_gen)
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
