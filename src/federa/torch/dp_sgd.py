@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from federa.errors import ConfigError
 from federa.privacy.accountant import compute_epsilon
 from federa.torch.augment import augment_generator, augment_images
-from federa.torch.train import TrainConfig, make_optimizer
+from federa.torch.train import TrainConfig, make_optimizer, seeded_rng
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,10 +120,9 @@ def train_dp_sgd(
     total_loss, correct, seen = 0.0, 0, 0
     model.train()
     try:
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        with seeded_rng(seed, model), warnings.catch_warnings():
             # Opacus' hooks fire on the first layer, whose input needs no gradient.
             warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
-            torch.manual_seed(seed)
             for _ in range(steps):
                 idx = torch.nonzero(torch.rand(n, generator=gen) < q).squeeze(1)
                 optimizer.zero_grad(set_to_none=True)
