@@ -134,6 +134,18 @@ class BatchedForward:
             if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
             for kind in ("weight", "bias")
         )
+        # ReLU then max-pooling equals max-pooling then ReLU (ReLU is monotone, so the
+        # window's maximum and its gradient's route agree), and the ReLU then runs on a
+        # quarter of the values: such ReLU nodes pass their input through, and the
+        # pooling node applies the ReLU after itself.
+        self._deferred_relus = {
+            node
+            for node in graph.graph.nodes
+            if _is_relu(node, self.modules)
+            and len(node.users) == 1
+            and _is_max_pool(next(iter(node.users)), self.modules)
+        }
+        self._relu_after = {next(iter(node.users)) for node in self._deferred_relus}
 
     def __call__(
         self,
@@ -156,10 +168,15 @@ class BatchedForward:
             elif node.op == "output":
                 out: _Value = env[node.args[0]]
                 return out.client_major()
+            elif node in self._deferred_relus:
+                env[node] = env[node.args[0]]
             elif node.op == "call_module":
                 value = env[node.args[0]]
                 module = self.modules[node.target]
-                if isinstance(module, nn.Dropout):
+                if node in self._relu_after:
+                    pooled = self._module(node.target, module, value, params, updater, token)
+                    env[node] = _elementwise(F.relu, pooled)
+                elif isinstance(module, nn.Dropout):
                     t = value.tensor
                     env[node] = self._dropout(value, dropout(module.p, t.shape[2:], t.dtype))
                 else:
@@ -218,6 +235,22 @@ class BatchedForward:
         return _Value(
             value.tensor * (mask.transpose(0, 1) if value.batch_major else mask), value.batch_major
         )
+
+
+def _is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Return whether `node` is a ReLU of one activation (module or function)."""
+    if node.op == "call_module":
+        return type(modules[str(node.target)]) is nn.ReLU
+    return (
+        node.op == "call_function"
+        and node.target in (torch.relu, F.relu)
+        and len(node.args) == 1
+        and set(node.kwargs) <= {"inplace"}
+    )
+
+
+def _is_max_pool(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and type(modules[str(node.target)]) is nn.MaxPool2d
 
 
 def _call_with(
