@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the first round warms up and is not measured)")
     timed_part(stages, "recover_secrets")
     timed_part(recover, "unmasked_sum")
     timed_part(recover, "decode")
