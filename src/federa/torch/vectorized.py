@@ -45,6 +45,7 @@ from torch.nn import functional as F
 from federa.core.arrays import Arrays, NDArray
 from federa.errors import ConfigError
 from federa.torch._batched import BatchedForward, trace
+from federa.torch._mlp import DenseLayer, dense_chain, dense_step
 from federa.torch.train import TrainConfig
 
 __all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
@@ -64,6 +65,7 @@ class _Plan:
     forward: BatchedForward
     names: tuple[str, ...]  # parameters in state-dict order
     trainable: tuple[str, ...]
+    dense: tuple[DenseLayer, ...] | None  # a chain of dense layers, stepped without autograd
 
 
 # One plan per model object, dropped with the model.
@@ -99,7 +101,8 @@ def _make_plan(model: nn.Module) -> _Plan | str:
     forward = trace(model, frozenset(trainable))
     if isinstance(forward, str):
         return forward
-    return _Plan(forward=forward, names=names, trainable=trainable)
+    dense = dense_chain(forward.graph)
+    return _Plan(forward=forward, names=names, trainable=trainable, dense=dense)
 
 
 @dataclass(slots=True)
@@ -417,6 +420,9 @@ def _run(
     # leaves whose gradients autograd returns.
     leaves = [n for n in plan.trainable if n not in plan.forward.linear_params]
     token = torch.zeros((), requires_grad=True)  # ties dense layers into the graph
+    # A chain of dense layers is stepped by hand (no autograd) when nothing else trains.
+    dense = plan.dense if not leaves else None
+    trainable = frozenset(plan.trainable)
     device, b = x_all.device, cfg.batch_size
     index, counts_all = sched.index.to(device), sched.counts.to(device)
     positions = torch.arange(b, device=device)
@@ -431,27 +437,35 @@ def _run(
         masks.counts = sched.counts[:m, step].tolist()
         idx = index[:m, step]
         xb, yb = _rows(x_all, idx), _rows(y_all, idx)
-        live = {n: params[n][:m] for n in plan.names}
-        for n in leaves:
-            live[n] = live[n].detach().requires_grad_()
-        logits = plan.forward(live, xb, optimizer, token, masks)
-        per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
+        counts: torch.Tensor | int = b
+        valid = None
+        weights: torch.Tensor | float = 1.0 / b  # of each example in its client's loss
+        if not full[step]:
+            step_counts = counts_all[:m, step]
+            valid = positions < step_counts[:, None]
+            counts, weights = step_counts, valid / step_counts[:, None]
+        if dense is not None:
+            per_example, logits = dense_step(dense, params, trainable, xb, yb, weights, optimizer)
+        else:
+            live = {n: params[n][:m] for n in plan.names}
+            for n in leaves:
+                live[n] = live[n].detach().requires_grad_()
+            logits = plan.forward(live, xb, optimizer, token, masks)
+            per_example = F.cross_entropy(
+                logits.flatten(0, 1), yb.flatten(), reduction="none"
+            ).view(m, b)
         with torch.no_grad():
             hits = logits.argmax(-1) == yb
-        if full[step]:
-            loss = per_example.view(m, b).mean(1)
-            counts: torch.Tensor | int = b
-        else:
-            counts = counts_all[:m, step]
-            valid = positions < counts[:, None]
-            loss = (per_example.view(m, b) * valid).sum(1) / counts
-            hits &= valid
-        grads = torch.autograd.grad(
-            loss.sum(), [token, *(live[n] for n in leaves)], allow_unused=True
-        )
-        for n, grad in zip(leaves, grads[1:], strict=True):
-            if grad is not None:
-                optimizer.update(n, grad)
+            if valid is not None:
+                hits &= valid
+        loss = per_example.mean(1) if valid is None else (per_example * valid).sum(1) / counts
+        if dense is None:
+            grads = torch.autograd.grad(
+                loss.sum(), [token, *(live[n] for n in leaves)], allow_unused=True
+            )
+            for n, grad in zip(leaves, grads[1:], strict=True):
+                if grad is not None:
+                    optimizer.update(n, grad)
         with torch.no_grad():
             total_loss[:m] += loss * counts
             correct[:m] += hits.sum(1)
