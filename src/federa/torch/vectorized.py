@@ -30,8 +30,6 @@ reason; callers then train per client.
 
 from __future__ import annotations
 
-import math
-import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,30 +250,14 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
     return raw[offset : offset + size].view(dtype).reshape(shape)
 
 
-# Per thread, the buffers the last cohort's data was gathered into, reused by the next
-# cohort when large enough: writing a chunk's examples (tens of MB) into fresh memory
-# faults every page in first, which took 10-30 ms per chunk here against about 1 ms
-# into memory already mapped.
-_SCRATCH = threading.local()
-
-
-def _concat(tensors: list[torch.Tensor], device: torch.device, key: str) -> torch.Tensor:
-    """Return the tensors concatenated along their first axis, on `device`.
-
-    On the CPU the result lives in this thread's scratch buffer `key`, valid until the
-    next call with the same key (the next chunk).
-    """
+def _concat(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Return the tensors concatenated along their first axis, on `device` (see `_empty`)."""
     first = tensors[0]
     if device.type != "cpu" or any(t.dtype != first.dtype for t in tensors):
         return torch.cat(tensors).to(device)
     shape = (sum(len(t) for t in tensors), *first.shape[1:])
-    size = math.prod(shape)
-    buffers: dict[str, torch.Tensor] = getattr(_SCRATCH, "buffers", None) or {}
-    _SCRATCH.buffers = buffers
-    buffer = buffers.get(key)
-    if buffer is None or buffer.dtype != first.dtype or buffer.numel() < size:
-        buffer = buffers[key] = torch.empty(size, dtype=first.dtype)
-    return torch.cat(tensors, out=buffer[:size].view(shape))
+    out = torch.from_numpy(_empty(shape, torch.empty(0, dtype=first.dtype).numpy().dtype))
+    return torch.cat(tensors, out=out)
 
 
 def _rows(data: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -385,8 +367,8 @@ def train_cohort(
     sizes = [len(x) for x, _ in data]
     sched = _schedule(sizes, seeds, epochs, cfg.batch_size)
     params = _stack(plan.names, start, sched.order, device)
-    x_all = _concat([data[k][0] for k in sched.order], device, "x")
-    y_all = _concat([data[k][1] for k in sched.order], device, "y")
+    x_all = _concat([data[k][0] for k in sched.order], device)
+    y_all = _concat([data[k][1] for k in sched.order], device)
     masks = _DropoutMasks([seeds[k] for k in sched.order], cfg.batch_size, device)
     total_loss, correct = (t.cpu() for t in _run(plan, params, x_all, y_all, sched, cfg, masks))
     out: list[tuple[Arrays, dict[str, float]]] = [(Arrays(), {})] * len(data)
