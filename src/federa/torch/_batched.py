@@ -141,7 +141,7 @@ class BatchedForward:
         self._deferred_relus = {
             node
             for node in graph.graph.nodes
-            if _is_relu(node, self.modules)
+            if is_relu(node, self.modules)
             and len(node.users) == 1
             and _is_max_pool(next(iter(node.users)), self.modules)
         }
@@ -237,7 +237,7 @@ class BatchedForward:
         )
 
 
-def _is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Return whether `node` is a ReLU of one activation (module or function)."""
     if node.op == "call_module":
         return type(modules[str(node.target)]) is nn.ReLU

@@ -21,7 +21,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from federa.torch._batched import Updater
+from federa.torch._batched import Updater, is_relu
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def dense_chain(graph: torch.fx.GraphModule) -> tuple[DenseLayer, ...] | None:
         if isinstance(module, nn.Linear):
             bias = f"{node.target}.bias" if module.bias is not None else None
             layers.append(DenseLayer(weight=f"{node.target}.weight", bias=bias, relu=False))
-        elif _is_relu(node, module):
+        elif is_relu(node, modules):
             if not layers or layers[-1].relu or previous.op != "call_module":
                 return None
             last = layers[-1]
@@ -63,17 +63,6 @@ def dense_chain(graph: torch.fx.GraphModule) -> tuple[DenseLayer, ...] | None:
     if nodes[-1].args[:1] != (previous,) or not layers:
         return None
     return tuple(layers)
-
-
-def _is_relu(node: torch.fx.Node, module: nn.Module | None) -> bool:
-    if module is not None:
-        return type(module) is nn.ReLU
-    return (
-        node.op == "call_function"
-        and node.target in (torch.relu, F.relu)
-        and len(node.args) == 1
-        and set(node.kwargs) <= {"inplace"}
-    )
 
 
 def _is_full_flatten(node: torch.fx.Node, module: nn.Module | None) -> bool:
