@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from federa.torch import TrainConfig, arrays_to_module, module_to_arrays, train, train_cohort
-from federa.torch._mlp import DenseLayer, dense_chain
+from federa.torch._mlp import DenseChain, DenseLayer, dense_chain
 from federa.torch.models import build_model
 from federa.torch.vectorized import _plan
 from tests.torch.test_vectorized import CONFIGS, SEEDS, SIZES, TOLERANCE, cohort_data
@@ -55,7 +55,8 @@ def frozen_first_layer() -> nn.Module:
 
 
 def chain_of(model: nn.Module) -> tuple[DenseLayer, ...] | None:
-    return dense_chain(torch.fx.symbolic_trace(model))
+    chain = dense_chain(torch.fx.symbolic_trace(model))
+    return None if chain is None else chain.layers
 
 
 def test_dense_chains_are_recognised_and_other_models_are_not() -> None:
@@ -102,3 +103,24 @@ def test_dense_chain_matches_one_at_a_time_loop(
         for (trained, _), n in zip(got, SIZES, strict=True):
             np.testing.assert_array_equal(trained["1.weight"], start[0]["1.weight"])
             assert np.array_equal(trained["3.weight"], start[0]["3.weight"]) == (n == 0)
+
+
+def test_chain_without_flatten_trains_vector_examples_by_hand() -> None:
+    torch.manual_seed(0)
+    tabular = nn.Sequential(nn.Linear(36, 10), nn.ReLU(), nn.Linear(10, 4))
+    assert dense_chain(torch.fx.symbolic_trace(tabular)) == DenseChain(
+        layers=(
+            DenseLayer(weight="0.weight", bias="0.bias", relu=True),
+            DenseLayer(weight="2.weight", bias="2.bias", relu=False),
+        ),
+        flattens=False,
+    )
+    cfg = CONFIGS["sgd_momentum_weight_decay"]
+    data = [(x.reshape(len(x), 36), y) for x, y in cohort_data()]
+    start = [module_to_arrays(tabular)] * len(SIZES)
+    got = train_cohort(tabular, start, data, cfg, SEEDS)
+    for arrays, (x, y), seed, (trained, _) in zip(start, data, SEEDS, got, strict=True):
+        arrays_to_module(tabular, arrays)
+        train(tabular, x, y, cfg, seed)
+        for name, want in module_to_arrays(tabular).items():
+            np.testing.assert_allclose(trained[name], want, rtol=0, atol=TOLERANCE)

@@ -33,8 +33,23 @@ class DenseLayer:
     relu: bool
 
 
-def dense_chain(graph: torch.fx.GraphModule) -> tuple[DenseLayer, ...] | None:
-    """Return the layers of a flatten -> (Linear [-> ReLU])* chain, or None for other models.
+@dataclass(frozen=True, slots=True)
+class DenseChain:
+    """A model that is a chain of dense layers.
+
+    Attributes:
+        layers: The dense layers in order.
+        flattens: Whether the chain starts by flattening each example; without it, the
+            examples must be vectors already (a dense layer on a (rows, features)
+            example acts on each row, which the generic path handles).
+    """
+
+    layers: tuple[DenseLayer, ...]
+    flattens: bool
+
+
+def dense_chain(graph: torch.fx.GraphModule) -> DenseChain | None:
+    """Return the chain of a [flatten ->] (Linear [-> ReLU])* model, or None for other models.
 
     The chain may start with one flatten of all but the batch axis; every node feeds
     only the next one, and a ReLU follows a dense layer directly.
@@ -44,6 +59,7 @@ def dense_chain(graph: torch.fx.GraphModule) -> tuple[DenseLayer, ...] | None:
     if not nodes or nodes[0].op != "placeholder" or nodes[-1].op != "output":
         return None
     layers: list[DenseLayer] = []
+    flattens = False
     previous = nodes[0]
     for position, node in enumerate(nodes[1:-1], start=1):
         if node.args[:1] != (previous,) or len(node.users) != 1:
@@ -57,12 +73,14 @@ def dense_chain(graph: torch.fx.GraphModule) -> tuple[DenseLayer, ...] | None:
                 return None
             last = layers[-1]
             layers[-1] = DenseLayer(weight=last.weight, bias=last.bias, relu=True)
-        elif not (position == 1 and _is_full_flatten(node, module)):
+        elif position == 1 and _is_full_flatten(node, module):
+            flattens = True
+        else:
             return None
         previous = node
     if nodes[-1].args[:1] != (previous,) or not layers:
         return None
-    return tuple(layers)
+    return DenseChain(layers=tuple(layers), flattens=flattens)
 
 
 def _is_full_flatten(node: torch.fx.Node, module: nn.Module | None) -> bool:
@@ -78,7 +96,7 @@ def _is_full_flatten(node: torch.fx.Node, module: nn.Module | None) -> bool:
 
 
 def dense_step(
-    layers: tuple[DenseLayer, ...],
+    chain: DenseChain,
     params: dict[str, torch.Tensor],
     trainable: frozenset[str],
     x: torch.Tensor,
@@ -89,10 +107,11 @@ def dense_step(
     """Take one step of the first m clients; return per-example losses and logits.
 
     Args:
-        layers: The chain, from `dense_chain`.
+        chain: The model, from `dense_chain`.
         params: Stacked parameters; the first m rows (m = len(x)) are used and updated.
         trainable: Parameters to update; the others stay as they are.
-        x: Inputs (m, batch, ...), flattened per example.
+        x: Inputs (m, batch, ...), flattened per example: (m, batch, features)
+            unless the chain flattens.
         y: Labels (m, batch).
         example_weights: Each example's weight in its client's loss, (m, batch), or one
             number for all: 1/batch for a full minibatch, 1/count on the valid rows of a
@@ -103,6 +122,7 @@ def dense_step(
         The per-example cross-entropy (m, batch) and the logits (m, batch, classes).
     """
     m, b = y.shape
+    layers = chain.layers
     h = x.reshape(m, b, -1)
     inputs: list[torch.Tensor] = []
     with torch.no_grad():

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from federa.core.arrays import Arrays, NDArray
 from federa.errors import ConfigError
 from federa.torch._batched import BatchedForward, trace
-from federa.torch._mlp import DenseLayer, dense_chain, dense_step
+from federa.torch._mlp import DenseChain, dense_chain, dense_step
 from federa.torch.train import TrainConfig
 
 __all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
@@ -63,7 +63,7 @@ class _Plan:
     forward: BatchedForward
     names: tuple[str, ...]  # parameters in state-dict order
     trainable: tuple[str, ...]
-    dense: tuple[DenseLayer, ...] | None  # a chain of dense layers, stepped without autograd
+    dense: DenseChain | None  # a chain of dense layers, stepped without autograd
 
 
 # One plan per model object, dropped with the model.
@@ -403,7 +403,9 @@ def _run(
     leaves = [n for n in plan.trainable if n not in plan.forward.linear_params]
     token = torch.zeros((), requires_grad=True)  # ties dense layers into the graph
     # A chain of dense layers is stepped by hand (no autograd) when nothing else trains.
-    dense = plan.dense if not leaves else None
+    dense = plan.dense
+    if leaves or (dense is not None and not dense.flattens and x_all.dim() != 2):
+        dense = None
     trainable = frozenset(plan.trainable)
     device, b = x_all.device, cfg.batch_size
     index, counts_all = sched.index.to(device), sched.counts.to(device)
