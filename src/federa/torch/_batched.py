@@ -186,7 +186,7 @@ class BatchedForward:
             else:  # an element-wise function or torch.flatten, checked by trace()
                 value = env[node.args[0]]
                 if node.target is torch.flatten:
-                    start, end = _flatten_dims(node.args[1:], node.kwargs)
+                    start, end = flatten_dims(node.args[1:], node.kwargs)
                     flat = value.tensor.flatten(_shift(start), _shift(end))
                     env[node] = _Value(flat, value.batch_major)
                 else:
@@ -304,7 +304,7 @@ def _binary(op: Callable[..., Any], args: Sequence[Any]) -> _Value:
     return _Value(op(*tensors), batch_major)
 
 
-def _flatten_dims(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int]:
+def flatten_dims(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int]:
     """Return torch.flatten's (start_dim, end_dim) for one example's batch."""
     start = args[0] if args else kwargs.get("start_dim", 0)
     end = args[1] if len(args) > 1 else kwargs.get("end_dim", -1)
@@ -360,7 +360,7 @@ def _unsupported(
         return f"uses {type(module).__name__} ({node.target})"
     if node.op == "call_function":
         if node.target is torch.flatten:
-            start, _ = _flatten_dims(node.args[1:], dict(node.kwargs))
+            start, _ = flatten_dims(node.args[1:], dict(node.kwargs))
             return "flattens the batch axis away" if start == 0 else None
         if node.target in _ELEMENTWISE_FUNCTIONS:
             return None

@@ -21,7 +21,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from federa.torch._batched import Updater, is_relu
+from federa.torch._batched import Updater, flatten_dims, is_relu
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def dense_chain(graph: torch.fx.GraphModule) -> DenseChain | None:
             bias = f"{node.target}.bias" if module.bias is not None else None
             layers.append(DenseLayer(weight=f"{node.target}.weight", bias=bias, relu=False))
         elif is_relu(node, modules):
-            if not layers or layers[-1].relu or previous.op != "call_module":
+            if not layers or layers[-1].relu:  # a ReLU follows a dense layer directly
                 return None
             last = layers[-1]
             layers[-1] = DenseLayer(weight=last.weight, bias=last.bias, relu=True)
@@ -89,10 +89,7 @@ def _is_full_flatten(node: torch.fx.Node, module: nn.Module | None) -> bool:
         return type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
     if node.op != "call_function" or node.target is not torch.flatten:
         return False
-    args = list(node.args[1:])
-    start = args[0] if args else node.kwargs.get("start_dim", 0)
-    end = args[1] if len(args) > 1 else node.kwargs.get("end_dim", -1)
-    return bool(start == 1 and end == -1)
+    return flatten_dims(node.args[1:], dict(node.kwargs)) == (1, -1)
 
 
 def dense_step(
@@ -113,8 +110,8 @@ def dense_step(
         x: Inputs (m, batch, ...), flattened per example: (m, batch, features)
             unless the chain flattens.
         y: Labels (m, batch).
-        example_weights: Each example's weight in its client's loss, (m, batch), or one
-            number for all: 1/batch for a full minibatch, 1/count on the valid rows of a
+        example_weights: Each example's weight in its client's loss, (m, batch, 1), or
+            one number for all: 1/batch for a full minibatch, 1/count on the valid rows of a
             short one and 0 on the padding.
         updater: Applies the gradients.
 
@@ -140,10 +137,7 @@ def dense_step(
         # d(sum over clients of the weighted mean loss) / d logits = w * (softmax - onehot)
         grad = torch.softmax(logits, dim=-1)
         grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
-        if isinstance(example_weights, torch.Tensor):
-            grad.mul_(example_weights.unsqueeze(-1))
-        else:
-            grad.mul_(example_weights)
+        grad.mul_(example_weights)
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
             if layer.relu:  # ReLU's gradient: where its output is positive

@@ -423,11 +423,12 @@ def _run(
         xb, yb = _rows(x_all, idx), _rows(y_all, idx)
         counts: torch.Tensor | int = b
         valid = None
-        weights: torch.Tensor | float = 1.0 / b  # of each example in its client's loss
+        weights: torch.Tensor | float = 1.0 / b  # of each example in its client's mean loss
         if not full[step]:
-            step_counts = counts_all[:m, step]
-            valid = positions < step_counts[:, None]
-            counts, weights = step_counts, valid / step_counts[:, None]
+            counts = counts_all[:m, step]
+            valid = positions < counts[:, None]
+            if dense is not None:  # 0 on a short batch's padding
+                weights = (valid / counts[:, None]).unsqueeze(-1)
         if dense is not None:
             per_example, logits = dense_step(dense, params, trainable, xb, yb, weights, optimizer)
         else:
