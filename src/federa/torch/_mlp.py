@@ -9,7 +9,9 @@ gradient and one for the weight's, handed to the optimizer as in
 `federa.torch._batched`. At ten examples per client the products are small, and the
 engine's bookkeeping was about half of a step; this path leaves only the arithmetic.
 The arithmetic is the autograd path's, so results agree with the per-client loop to
-float rounding (the equivalence tests cover both paths).
+float rounding (the equivalence tests cover both paths). Under plain SGD the first
+layer's weight is left to `federa.torch._lazy_dense`, which writes it once per window
+of steps instead of every step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from federa.torch._batched import Updater, flatten_dims, is_relu
+from federa.torch._lazy_dense import LazyFirstLayer
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +99,11 @@ def dense_step(
     chain: DenseChain,
     params: dict[str, torch.Tensor],
     trainable: frozenset[str],
-    x: torch.Tensor,
+    x: torch.Tensor | None,
     y: torch.Tensor,
     example_weights: torch.Tensor | float,
     updater: Updater,
+    first: tuple[LazyFirstLayer, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Take one step of the first m clients; return per-example losses and logits.
 
@@ -108,23 +112,31 @@ def dense_step(
         params: Stacked parameters; the first m rows (m = len(x)) are used and updated.
         trainable: Parameters to update; the others stay as they are.
         x: Inputs (m, batch, ...), flattened per example: (m, batch, features)
-            unless the chain flattens.
+            unless the chain flattens; None when `first` gives the first layer's output.
         y: Labels (m, batch).
         example_weights: Each example's weight in its client's loss, (m, batch, 1), or
             one number for all: 1/batch for a full minibatch, 1/count on the valid rows of a
             short one and 0 on the padding.
         updater: Applies the gradients.
+        first: The first layer's weight as a `LazyFirstLayer` and the step number, or
+            None when the first weight is in `params` and updated by `updater`.
 
     Returns:
         The per-example cross-entropy (m, batch) and the logits (m, batch, classes).
     """
     m, b = y.shape
     layers = chain.layers
-    h = x.reshape(m, b, -1)
+    h = torch.empty(0) if x is None else x.reshape(m, b, -1)  # `first` reads its own inputs
     inputs: list[torch.Tensor] = []
     with torch.no_grad():
-        for layer in layers:
+        for i, layer in enumerate(layers):
             inputs.append(h)
+            if i == 0 and first is not None:
+                h = first[0].forward(first[1], m)
+                h = h if layer.bias is None else h + params[layer.bias][:m].unsqueeze(1)
+                if layer.relu:
+                    h = h.relu_()
+                continue
             weight = params[layer.weight][:m].transpose(1, 2)
             if layer.bias is None:
                 h = torch.bmm(h, weight)
@@ -144,7 +156,9 @@ def dense_step(
                 grad.mul_((inputs[i + 1] if i + 1 < len(inputs) else logits) > 0)
             # The input's gradient needs the weight before its update.
             below = torch.bmm(grad, params[layer.weight][:m]) if i > 0 else None
-            if layer.weight in trainable:
+            if i == 0 and first is not None:
+                first[0].record(first[1], m, grad)
+            elif layer.weight in trainable:
                 updater.update_product(layer.weight, grad.transpose(1, 2), inputs[i])
             if layer.bias is not None and layer.bias in trainable:
                 updater.update(layer.bias, grad.sum(1))

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 from federa.core.arrays import Arrays, NDArray
 from federa.errors import ConfigError
 from federa.torch._batched import BatchedForward, trace
+from federa.torch._lazy_dense import LazyFirstLayer, window_steps
 from federa.torch._mlp import DenseChain, dense_chain, dense_step
 from federa.torch.train import TrainConfig
 
@@ -366,11 +367,19 @@ def train_cohort(
     device = next(iter(model.parameters()), torch.empty(0)).device
     sizes = [len(x) for x, _ in data]
     sched = _schedule(sizes, seeds, epochs, cfg.batch_size)
-    params = _stack(plan.names, start, sched.order, device)
     x_all = _concat([data[k][0] for k in sched.order], device)
     y_all = _concat([data[k][1] for k in sched.order], device)
+    dense = _dense(plan, x_all)
+    lazy = _lazy_first_layer(dense, plan, start, sched, x_all, cfg)
+    lazy_name = None if lazy is None else lazy[0]
+    params = _stack([n for n in plan.names if n != lazy_name], start, sched.order, device)
     masks = _DropoutMasks([seeds[k] for k in sched.order], cfg.batch_size, device)
-    total_loss, correct = (t.cpu() for t in _run(plan, params, x_all, y_all, sched, cfg, masks))
+    run = _run(
+        plan, params, x_all, y_all, sched, cfg, masks, dense, None if lazy is None else lazy[1]
+    )
+    total_loss, correct = (t.cpu() for t in run)
+    if lazy is not None:
+        params[lazy[0]] = lazy[1].result()
     out: list[tuple[Arrays, dict[str, float]]] = [(Arrays(), {})] * len(data)
     cpu = {n: t.cpu() for n, t in params.items()}
     for row, k in enumerate(sched.order):
@@ -387,6 +396,61 @@ def train_cohort(
     return out
 
 
+def _dense(plan: _Plan, x_all: torch.Tensor) -> DenseChain | None:
+    """Return the model's dense chain if it is stepped by hand, else None.
+
+    That is when nothing but dense layers trains, and examples are vectors unless the
+    chain flattens them.
+    """
+    dense = plan.dense
+    if dense is None or any(n not in plan.forward.linear_params for n in plan.trainable):
+        return None
+    return dense if dense.flattens or x_all.dim() == 2 else None
+
+
+def _lazy_first_layer(
+    dense: DenseChain | None,
+    plan: _Plan,
+    start: Sequence[Arrays],
+    sched: _Schedule,
+    x_all: torch.Tensor,
+    cfg: TrainConfig,
+) -> tuple[str, LazyFirstLayer] | None:
+    """Return the first dense weight's name and its `LazyFirstLayer`, or None.
+
+    The weight is trained in windows under plain SGD (weight decay allowed) when windows
+    of at least two steps fit.
+    """
+    if dense is None or cfg.optimizer != "sgd" or cfg.momentum != 0 or cfg.proximal_mu:
+        return None
+    if cfg.lr * cfg.weight_decay >= 0.5:  # a decay that halves the weight every step
+        return None
+    name = dense.layers[0].weight
+    window = window_steps(cfg.batch_size)
+    if name not in plan.trainable or min(window, sched.steps[0]) < 2:
+        return None
+    first, device = start[sched.order[0]][name], x_all.device
+    if all(start[k][name] is first for k in sched.order):  # one global model for all
+        shape = (len(sched.order), *first.shape)
+        weight = torch.from_numpy(_empty(shape, first.dtype)) if device.type == "cpu" else None
+        shared = torch.from_numpy(first).to(device)
+        weight = torch.empty(shape, dtype=shared.dtype, device=device) if weight is None else weight
+    else:
+        weight, shared = _stack([name], start, sched.order, device)[name], None
+    flat = x_all.view(len(x_all), -1)
+    layer = LazyFirstLayer(
+        weight,
+        shared,
+        flat,
+        sched.index.to(device),
+        sched.steps,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        window=window,
+    )
+    return name, layer
+
+
 def _run(
     plan: _Plan,
     params: dict[str, torch.Tensor],
@@ -395,17 +459,19 @@ def _run(
     sched: _Schedule,
     cfg: TrainConfig,
     masks: _DropoutMasks,
+    dense: DenseChain | None,
+    lazy: LazyFirstLayer | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run every local step, updating `params` in place; return summed losses and hits."""
+    """Run every local step, updating `params` in place; return summed losses and hits.
+
+    A chain of dense layers (`dense`) is stepped by hand, its first weight by `lazy` if
+    given; other models run the batched forward pass under autograd.
+    """
     optimizer = _Optimizer(params, cfg, plan.trainable)
     # Dense layers update their own parameters in the backward pass; the rest are
     # leaves whose gradients autograd returns.
     leaves = [n for n in plan.trainable if n not in plan.forward.linear_params]
     token = torch.zeros((), requires_grad=True)  # ties dense layers into the graph
-    # A chain of dense layers is stepped by hand (no autograd) when nothing else trains.
-    dense = plan.dense
-    if leaves or (dense is not None and not dense.flattens and x_all.dim() != 2):
-        dense = None
     trainable = frozenset(plan.trainable)
     device, b = x_all.device, cfg.batch_size
     index, counts_all = sched.index.to(device), sched.counts.to(device)
@@ -420,7 +486,8 @@ def _run(
         optimizer.begin(step, m)
         masks.counts = sched.counts[:m, step].tolist()
         idx = index[:m, step]
-        xb, yb = _rows(x_all, idx), _rows(y_all, idx)
+        xb = None if lazy is not None else _rows(x_all, idx)
+        yb = _rows(y_all, idx)
         counts: torch.Tensor | int = b
         valid = None
         weights: torch.Tensor | float = 1.0 / b  # of each example in its client's mean loss
@@ -430,8 +497,12 @@ def _run(
             if dense is not None:  # 0 on a short batch's padding
                 weights = (valid / counts[:, None]).unsqueeze(-1)
         if dense is not None:
-            per_example, logits = dense_step(dense, params, trainable, xb, yb, weights, optimizer)
+            first = None if lazy is None else (lazy, step)
+            per_example, logits = dense_step(
+                dense, params, trainable, xb, yb, weights, optimizer, first
+            )
         else:
+            assert xb is not None  # only the lazy dense path leaves the inputs to itself
             live = {n: params[n][:m] for n in plan.names}
             for n in leaves:
                 live[n] = live[n].detach().requires_grad_()
