@@ -37,6 +37,31 @@ def test_weighted_mean_is_exact_for_float64_inputs() -> None:
     np.testing.assert_allclose(weighted_mean(xs, w)["a"], expected, rtol=0, atol=1e-15)
 
 
+def test_weighted_mean_is_the_float64_mean_of_differences_bit_for_bit() -> None:
+    rng = np.random.default_rng(1)
+    xs = [
+        Arrays(
+            {
+                "w": rng.normal(size=(3, 7)).astype(np.float32) * np.float32(10.0**k),
+                "n": rng.integers(-50, 50, size=4),
+                "b": rng.random(5) < 0.5,
+            }
+        )
+        for k in range(5)
+    ]
+    w = [3.0, 0.5, 7.0, 1.0, 2.5]
+    out = weighted_mean(xs, w)
+    for name in ("w", "n", "b"):
+        ref = xs[0][name].astype(np.float64)
+        acc = np.zeros_like(ref)
+        for x, wk in zip(xs[1:], w[1:], strict=True):
+            acc += np.subtract(x[name], xs[0][name], dtype=np.float64) * wk
+        want = acc / sum(w) + ref
+        want = np.rint(want) if name != "w" else want
+        np.testing.assert_array_equal(out[name], want.astype(xs[0][name].dtype))
+        assert out[name].dtype == xs[0][name].dtype
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     n=st.integers(1, 8),
