@@ -28,6 +28,8 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
+from federa.torch._windowed import WindowedLinear
+
 # Modules and functions that act on each element alone, so on any layout.
 _ELEMENTWISE_MODULES = (
     nn.ReLU,
@@ -63,6 +65,9 @@ class Updater(Protocol):
     def update(self, name: str, grad: torch.Tensor) -> None:
         """Apply `grad` to parameter `name`."""
 
+    def window(self, name: str) -> WindowedLinear | None:
+        """Return the `WindowedLinear` that owns weight `name`, or None."""
+
 
 class _Linear(torch.autograd.Function):
     """Batched x @ W^T + b whose backward updates W and b through the updater."""
@@ -80,6 +85,11 @@ class _Linear(torch.autograd.Function):
         ctx.save_for_backward(x)
         # Held outside save_for_backward: the backward pass updates them in place.
         ctx.weight, ctx.bias, ctx.names, ctx.updater = weight, bias, names, updater
+        window = updater.window(names[0]) if names[0] is not None else None
+        ctx.window = window
+        if window is not None:  # the weight is written once per window
+            out = window.forward(x)
+            return out if bias is None else out.add_(bias.unsqueeze(1))
         if bias is None:
             return torch.bmm(x, weight.transpose(1, 2))
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
@@ -87,11 +97,16 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        # The input's gradient needs the weight before its update.
-        grad_x = torch.bmm(grad, ctx.weight) if ctx.needs_input_grad[0] else None
         weight_name, bias_name = ctx.names
-        if weight_name is not None:
-            ctx.updater.update_product(weight_name, grad.transpose(1, 2), x)
+        window: WindowedLinear | None = ctx.window
+        if window is not None:
+            grad_x = window.input_grad(grad) if ctx.needs_input_grad[0] else None
+            window.record(grad)
+        else:
+            # The input's gradient needs the weight before its update.
+            grad_x = torch.bmm(grad, ctx.weight) if ctx.needs_input_grad[0] else None
+            if weight_name is not None:
+                ctx.updater.update_product(weight_name, grad.transpose(1, 2), x)
         if bias_name is not None:
             ctx.updater.update(bias_name, grad.sum(1))
         return grad_x, None, None, None, None, None
@@ -134,6 +149,12 @@ class BatchedForward:
             if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
             for kind in ("weight", "bias")
         )
+        # Every linear weight's size, in graph order (`trace` refuses a module called twice).
+        self.linear_weight_sizes = {
+            f"{node.target}.weight": self.modules[node.target].weight.numel()
+            for node in graph.graph.nodes
+            if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
+        }
         # ReLU then max-pooling equals max-pooling then ReLU (ReLU is monotone, so the
         # window's maximum and its gradient's route agree), and the ReLU then runs on a
         # quarter of the values: such ReLU nodes pass their input through, and the

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from federa.torch._batched import Updater, flatten_dims, is_relu
-from federa.torch._lazy_dense import LazyFirstLayer
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +102,6 @@ def dense_step(
     y: torch.Tensor,
     example_weights: torch.Tensor | float,
     updater: Updater,
-    first: tuple[LazyFirstLayer, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Take one step of the first m clients; return per-example losses and logits.
 
@@ -112,36 +110,33 @@ def dense_step(
         params: Stacked parameters; the first m rows (m = len(x)) are used and updated.
         trainable: Parameters to update; the others stay as they are.
         x: Inputs (m, batch, ...), flattened per example: (m, batch, features)
-            unless the chain flattens; None when `first` gives the first layer's output.
+            unless the chain flattens; None when the first layer's window holds them.
         y: Labels (m, batch).
         example_weights: Each example's weight in its client's loss, (m, batch, 1), or
             one number for all: 1/batch for a full minibatch, 1/count on the valid rows of a
             short one and 0 on the padding.
-        updater: Applies the gradients.
-        first: The first layer's weight as a `LazyFirstLayer` and the step number, or
-            None when the first weight is in `params` and updated by `updater`.
+        updater: Applies the gradients; a layer whose weight it has a window for
+            (`Updater.window`) runs through the window.
 
     Returns:
         The per-example cross-entropy (m, batch) and the logits (m, batch, classes).
     """
     m, b = y.shape
     layers = chain.layers
-    h = torch.empty(0) if x is None else x.reshape(m, b, -1)  # `first` reads its own inputs
+    h = torch.empty(0) if x is None else x.reshape(m, b, -1)  # else the window holds them
+    windows = [updater.window(layer.weight) for layer in layers]
     inputs: list[torch.Tensor] = []
     with torch.no_grad():
-        for i, layer in enumerate(layers):
+        for i, (layer, window) in enumerate(zip(layers, windows, strict=True)):
             inputs.append(h)
-            if i == 0 and first is not None:
-                h = first[0].forward(first[1], m)
-                h = h if layer.bias is None else h + params[layer.bias][:m].unsqueeze(1)
-                if layer.relu:
-                    h = h.relu_()
-                continue
-            weight = params[layer.weight][:m].transpose(1, 2)
-            if layer.bias is None:
-                h = torch.bmm(h, weight)
+            bias = None if layer.bias is None else params[layer.bias][:m].unsqueeze(1)
+            if window is not None:
+                h = window.forward(None if i == 0 and x is None else h)
+                h = h if bias is None else h.add_(bias)
+            elif bias is None:
+                h = torch.bmm(h, params[layer.weight][:m].transpose(1, 2))
             else:
-                h = torch.baddbmm(params[layer.bias][:m].unsqueeze(1), h, weight)
+                h = torch.baddbmm(bias, h, params[layer.weight][:m].transpose(1, 2))
             if layer.relu:
                 h.relu_()
         logits = h
@@ -154,12 +149,16 @@ def dense_step(
             layer = layers[i]
             if layer.relu:  # ReLU's gradient: where its output is positive
                 grad.mul_((inputs[i + 1] if i + 1 < len(inputs) else logits) > 0)
-            # The input's gradient needs the weight before its update.
-            below = torch.bmm(grad, params[layer.weight][:m]) if i > 0 else None
-            if i == 0 and first is not None:
-                first[0].record(first[1], m, grad)
-            elif layer.weight in trainable:
-                updater.update_product(layer.weight, grad.transpose(1, 2), inputs[i])
+            window = windows[i]
+            below = None
+            if window is not None:
+                below = window.input_grad(grad) if i > 0 else None
+                window.record(grad)
+            else:
+                # The input's gradient needs the weight before its update.
+                below = torch.bmm(grad, params[layer.weight][:m]) if i > 0 else None
+                if layer.weight in trainable:
+                    updater.update_product(layer.weight, grad.transpose(1, 2), inputs[i])
             if layer.bias is not None and layer.bias in trainable:
                 updater.update(layer.bias, grad.sum(1))
             if below is not None:

@@ -43,8 +43,8 @@ from torch.nn import functional as F
 from federa.core.arrays import Arrays, NDArray
 from federa.errors import ConfigError
 from federa.torch._batched import BatchedForward, trace
-from federa.torch._lazy_dense import LazyFirstLayer, window_steps
 from federa.torch._mlp import DenseChain, dense_chain, dense_step
+from federa.torch._windowed import LARGE, WindowedLinear, window_steps
 from federa.torch.train import TrainConfig
 
 __all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
@@ -158,9 +158,14 @@ class _Optimizer:
     """
 
     def __init__(
-        self, params: dict[str, torch.Tensor], cfg: TrainConfig, trainable: Sequence[str]
+        self,
+        params: dict[str, torch.Tensor],
+        cfg: TrainConfig,
+        trainable: Sequence[str],
+        windows: dict[str, WindowedLinear],
     ) -> None:
         self.cfg = cfg
+        self.windows = windows
         self.params = params
         self.anchors = {n: _copy(params[n]) for n in trainable} if cfg.proximal_mu else {}
         self.state: dict[str, list[torch.Tensor]] = {}
@@ -175,6 +180,12 @@ class _Optimizer:
     def begin(self, step_num: int, m: int) -> None:
         """Start step `step_num` (0-based) of the first `m` clients."""
         self.step_num, self.m = step_num, m
+        for window in self.windows.values():
+            window.begin(step_num, m)
+
+    def window(self, name: str) -> WindowedLinear | None:
+        """Return the window that writes weight `name`, or None."""
+        return self.windows.get(name)
 
     @torch.no_grad()
     def update_product(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -370,16 +381,15 @@ def train_cohort(
     x_all = _concat([data[k][0] for k in sched.order], device)
     y_all = _concat([data[k][1] for k in sched.order], device)
     dense = _dense(plan, x_all)
-    lazy = _lazy_first_layer(dense, plan, start, sched, x_all, cfg)
-    lazy_name = None if lazy is None else lazy[0]
-    params = _stack([n for n in plan.names if n != lazy_name], start, sched.order, device)
+    windowed = _windowed_weights(plan, dense, cfg, sched)
+    params = _stack([n for n in plan.names if n not in windowed], start, sched.order, device)
+    windows = {n: _window(n, start, sched, x_all, cfg, known) for n, known in windowed.items()}
+    params |= {n: w.weight for n, w in windows.items()}
     masks = _DropoutMasks([seeds[k] for k in sched.order], cfg.batch_size, device)
-    run = _run(
-        plan, params, x_all, y_all, sched, cfg, masks, dense, None if lazy is None else lazy[1]
-    )
+    run = _run(plan, params, x_all, y_all, sched, cfg, masks, dense, windows)
     total_loss, correct = (t.cpu() for t in run)
-    if lazy is not None:
-        params[lazy[0]] = lazy[1].result()
+    for window in windows.values():
+        window.finish()
     out: list[tuple[Arrays, dict[str, float]]] = [(Arrays(), {})] * len(data)
     cpu = {n: t.cpu() for n, t in params.items()}
     for row, k in enumerate(sched.order):
@@ -408,47 +418,58 @@ def _dense(plan: _Plan, x_all: torch.Tensor) -> DenseChain | None:
     return dense if dense.flattens or x_all.dim() == 2 else None
 
 
-def _lazy_first_layer(
-    dense: DenseChain | None,
-    plan: _Plan,
+def _windowed_weights(
+    plan: _Plan, dense: DenseChain | None, cfg: TrainConfig, sched: _Schedule
+) -> dict[str, bool]:
+    """Return the dense weights written once per window (`WindowedLinear`).
+
+    Under plain SGD (weight decay allowed), when windows of at least two steps fit: a dense
+    chain's first weight, whose inputs (the examples) are known for the whole window
+    (True), and any other dense weight of at least `LARGE` entries (False).
+    """
+    if cfg.optimizer != "sgd" or cfg.momentum != 0 or cfg.proximal_mu:
+        return {}
+    if cfg.lr * cfg.weight_decay >= 0.5 or min(window_steps(cfg.batch_size), sched.steps[0]) < 2:
+        return {}  # a decay that halves the weight each step; windows of one step
+    trainable = set(plan.trainable)
+    first = dense.layers[0].weight if dense is not None else None
+    out = {first: True} if first is not None and first in trainable else {}
+    for name, size in plan.forward.linear_weight_sizes.items():
+        if name in trainable and name != first and size >= LARGE:
+            out[name] = False
+    return out
+
+
+def _window(
+    name: str,
     start: Sequence[Arrays],
     sched: _Schedule,
     x_all: torch.Tensor,
     cfg: TrainConfig,
-) -> tuple[str, LazyFirstLayer] | None:
-    """Return the first dense weight's name and its `LazyFirstLayer`, or None.
-
-    The weight is trained in windows under plain SGD (weight decay allowed) when windows
-    of at least two steps fit.
-    """
-    if dense is None or cfg.optimizer != "sgd" or cfg.momentum != 0 or cfg.proximal_mu:
-        return None
-    if cfg.lr * cfg.weight_decay >= 0.5:  # a decay that halves the weight every step
-        return None
-    name = dense.layers[0].weight
-    window = window_steps(cfg.batch_size)
-    if name not in plan.trainable or min(window, sched.steps[0]) < 2:
-        return None
+    known_inputs: bool,
+) -> WindowedLinear:
+    """Return the window of weight `name`, starting from each client's arrays."""
     first, device = start[sched.order[0]][name], x_all.device
     if all(start[k][name] is first for k in sched.order):  # one global model for all
         shape = (len(sched.order), *first.shape)
-        weight = torch.from_numpy(_empty(shape, first.dtype)) if device.type == "cpu" else None
         shared = torch.from_numpy(first).to(device)
-        weight = torch.empty(shape, dtype=shared.dtype, device=device) if weight is None else weight
+        weight = (
+            torch.from_numpy(_empty(shape, first.dtype))
+            if device.type == "cpu"
+            else torch.empty(shape, dtype=shared.dtype, device=device)
+        )
     else:
         weight, shared = _stack([name], start, sched.order, device)[name], None
-    flat = x_all.view(len(x_all), -1)
-    layer = LazyFirstLayer(
+    inputs = (x_all.view(len(x_all), -1), sched.index.to(device)) if known_inputs else None
+    return WindowedLinear(
         weight,
         shared,
-        flat,
-        sched.index.to(device),
         sched.steps,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
-        window=window,
+        window=window_steps(cfg.batch_size),
+        inputs=inputs,
     )
-    return name, layer
 
 
 def _run(
@@ -460,14 +481,16 @@ def _run(
     cfg: TrainConfig,
     masks: _DropoutMasks,
     dense: DenseChain | None,
-    lazy: LazyFirstLayer | None,
+    windows: dict[str, WindowedLinear],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run every local step, updating `params` in place; return summed losses and hits.
 
-    A chain of dense layers (`dense`) is stepped by hand, its first weight by `lazy` if
-    given; other models run the batched forward pass under autograd.
+    A chain of dense layers (`dense`) is stepped by hand; other models run the batched
+    forward pass under autograd. Weights in `windows` are written by their windows.
     """
-    optimizer = _Optimizer(params, cfg, plan.trainable)
+    optimizer = _Optimizer(params, cfg, plan.trainable, windows)
+    # A windowed first layer gathers its window's examples itself.
+    known = any(w.inputs is not None for w in windows.values())
     # Dense layers update their own parameters in the backward pass; the rest are
     # leaves whose gradients autograd returns.
     leaves = [n for n in plan.trainable if n not in plan.forward.linear_params]
@@ -486,7 +509,7 @@ def _run(
         optimizer.begin(step, m)
         masks.counts = sched.counts[:m, step].tolist()
         idx = index[:m, step]
-        xb = None if lazy is not None else _rows(x_all, idx)
+        xb = None if known else _rows(x_all, idx)
         yb = _rows(y_all, idx)
         counts: torch.Tensor | int = b
         valid = None
@@ -497,12 +520,9 @@ def _run(
             if dense is not None:  # 0 on a short batch's padding
                 weights = (valid / counts[:, None]).unsqueeze(-1)
         if dense is not None:
-            first = None if lazy is None else (lazy, step)
-            per_example, logits = dense_step(
-                dense, params, trainable, xb, yb, weights, optimizer, first
-            )
+            per_example, logits = dense_step(dense, params, trainable, xb, yb, weights, optimizer)
         else:
-            assert xb is not None  # only the lazy dense path leaves the inputs to itself
+            assert xb is not None  # only a dense chain's first layer gathers its own
             live = {n: params[n][:m] for n in plan.names}
             for n in leaves:
                 live[n] = live[n].detach().requires_grad_()
