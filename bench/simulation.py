@@ -7,8 +7,9 @@ examples with 100 per round for the 2NN. Each side does the same work per round:
 the global weights, run one epoch of minibatch SGD on each sampled client's examples,
 and average the results weighted by example count. federa runs the round through
 `simulate` with clients trained one at a time (SerialExecutor) and with the cohort
-trained together (VectorizedExecutor). Rounds of the three are interleaved so machine
-noise hits all alike; the figures are medians.
+trained together (VectorizedExecutor). Each side runs in its own process (so one side's
+allocator state cannot speed up or slow down another), and their rounds are interleaved,
+one side at a time, so machine noise hits all alike; the figures are medians.
 
 It also measures, in the same run, the machine's float32 matmul throughput (torch.mm of
 1024- and 2048-square matrices, best of two each, sampled before every round and after
@@ -28,10 +29,12 @@ import argparse
 import functools
 import json
 import math
+import multiprocessing
 import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -175,50 +178,94 @@ def median_s(times: list[float]) -> float:
     return round(statistics.median(times), 4)
 
 
-def measure(
-    w: Workload, data: tuple[torch.Tensor, ...], rounds: int, chunk_size: int | None
-) -> dict[str, Any]:
-    x, y = data[0], data[1]
+SIDES = ("plain", "per_client", "vectorized")
+
+
+def side_worker(
+    conn: Connection,
+    side: str,
+    workload: str,
+    data_dir: Path,
+    chunk_size: int | None,
+    threads: int | None,
+) -> None:
+    """Build one side of one workload, then run a round for every round number received."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    w = WORKLOADS[workload]
+    x, y, *_ = load_data(data_dir)
     model_fn = functools.partial(build_model, w.model, (1, 28, 28), 10)
     parts = partitions(len(x), w)
     torch.manual_seed(0)
     initial = module_to_arrays(model_fn())
-    client_fn = functools.partial(make_client, model_fn, x, y, parts)
-    strategy = fd.FedAvg(fraction_train=w.per_round / w.num_clients, min_train_clients=1)
-    plain = PlainLoop(model_fn, x, y, parts, w)
-    vectorized = VectorizedExecutor() if chunk_size is None else VectorizedExecutor(chunk_size)
-    sides: dict[str, Any] = {
-        "plain": lambda r: plain.round(),
-        "per_client": lambda r: fd.simulate(
-            client_fn, strategy, num_clients=w.num_clients, num_rounds=1, initial=initial, seed=r
-        ),
-        "vectorized": lambda r: fd.simulate(
+    if side == "plain":
+        plain = PlainLoop(model_fn, x, y, parts, w)
+        run: Any = lambda r: plain.round()  # noqa: E731
+    else:
+        client_fn = functools.partial(make_client, model_fn, x, y, parts)
+        strategy = fd.FedAvg(fraction_train=w.per_round / w.num_clients, min_train_clients=1)
+        executor = None
+        if side == "vectorized":
+            executor = (
+                VectorizedExecutor() if chunk_size is None else VectorizedExecutor(chunk_size)
+            )
+        run = lambda r: fd.simulate(  # noqa: E731
             client_fn,
             strategy,
             num_clients=w.num_clients,
             num_rounds=1,
             initial=initial,
             seed=r,
-            executor=vectorized,
-        ),
-    }
-    times: dict[str, list[float]] = {name: [] for name in sides}
+            executor=executor,
+        )
+    conn.send("ready")
+    while (r := conn.recv()) is not None:
+        start = time.perf_counter()
+        run(r)
+        conn.send(time.perf_counter() - start)
+
+
+def measure(
+    name: str, data_dir: Path, rounds: int, chunk_size: int | None, threads: int | None
+) -> dict[str, Any]:
+    w = WORKLOADS[name]
+    model_fn = functools.partial(build_model, w.model, (1, 28, 28), 10)
+    context = multiprocessing.get_context("spawn")
+    workers: dict[str, tuple[Any, Connection]] = {}
+    for side in SIDES:
+        parent, child = context.Pipe()
+        args = (child, side, name, data_dir, chunk_size, threads)
+        process = context.Process(target=side_worker, args=args, daemon=True)
+        process.start()
+        workers[side] = (process, parent)
+    times: dict[str, list[float]] = {side: [] for side in SIDES}
     peaks: list[float] = []
-    for r in range(rounds + 1):  # round 0 warms up allocators and kernels
-        # The matmul throughput is sampled between rounds, so it sees the same machine
-        # (and the same noise from anything else running) as the rounds do.
+    try:
+        for _, conn in workers.values():
+            assert conn.recv() == "ready"
+        for r in range(rounds + 1):  # round 0 warms up allocators and kernels
+            # The matmul throughput is sampled between rounds (the sides wait meanwhile),
+            # so it sees the same machine (and the same noise) as the rounds do.
+            peaks.append(matmul_flops_per_s(repeats=2))
+            for side, (_, conn) in workers.items():
+                conn.send(r)
+                elapsed = conn.recv()
+                if r:
+                    times[side].append(elapsed)
         peaks.append(matmul_flops_per_s(repeats=2))
-        for name, run in sides.items():
-            start = time.perf_counter()
-            run(r)
-            if r:
-                times[name].append(time.perf_counter() - start)
-    peaks.append(matmul_flops_per_s(repeats=2))
+    finally:
+        for process, conn in workers.values():
+            if process.is_alive():
+                conn.send(None)
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
     peak = statistics.median(peaks)
-    s = {name: median_s(t) for name, t in times.items()}
+    s = {side: median_s(t) for side, t in times.items()}
     train_flops = 3 * forward_flops(model_fn(), (1, 28, 28)) * w.per_round * w.per_client * EPOCHS
     return {
         "s_per_round": s,
+        "s_per_round_all": {side: [round(t, 4) for t in ts] for side, ts in times.items()},
         "vectorized_speedup_vs_plain": round(s["plain"] / s["vectorized"], 2),
         "per_client_over_plain": round(s["per_client"] / s["plain"], 3),
         "train_gflop_per_round": round(train_flops / 1e9, 1),
@@ -263,9 +310,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    x, y, test_x, test_y, source = load_data(args.data_dir)
     names = args.workloads.split(",")
-    results = {n: measure(WORKLOADS[n], (x, y), args.rounds, args.chunk_size) for n in names}
+    unknown = sorted(set(names) - set(WORKLOADS))
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}: choose from {', '.join(WORKLOADS)}"
+        )
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    results = {
+        n: measure(n, args.data_dir, args.rounds, args.chunk_size, args.threads) for n in names
+    }
+    _, _, test_x, test_y, source = load_data(args.data_dir)
     models = sorted({WORKLOADS[n].model for n in names})
     evaluation = {m: measure_eval(m, (test_x, test_y)) for m in models}
     print(
