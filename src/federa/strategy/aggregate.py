@@ -21,9 +21,9 @@ class RunningWeightedMean:
     values far from zero lose less precision than in a plain weighted sum. Sums are kept
     in float64 whatever the arrays' dtype.
 
-    Memory is O(1) model copies however many results are added: the reference and a
-    float64 copy of it, one float64 sum per array and one float64 scratch buffer. The
-    floats depend on the order of `add` calls, so callers add results in client-id order.
+    Memory is O(1) model copies however many results are added: the reference, one
+    float64 sum per array and one float64 scratch buffer. The floats depend on the order
+    of `add` calls, so callers add results in client-id order.
 
     Args:
         reference: The arrays differences are taken from; the first result if None.
@@ -41,7 +41,6 @@ class RunningWeightedMean:
         self._names = None if names is None else set(names)
         self._first: Arrays | None = None
         self._reference: dict[str, NDArray] = {}
-        self._reference64: dict[str, NDArray] = {}  # float64 copies: x - r as cast, subtract
         self._sums: dict[str, NDArray] = {}
         self._scratch = np.empty(0, dtype=np.float64)
         self._has_given_reference = reference is not None
@@ -54,7 +53,6 @@ class RunningWeightedMean:
         self._reference = {
             n: a for n, a in reference.items() if self._names is None or n in self._names
         }
-        self._reference64 = {n: a.astype(np.float64) for n, a in self._reference.items()}
         self._sums = {n: np.zeros(a.shape, dtype=np.float64) for n, a in self._reference.items()}
         size = max((a.size for a in self._reference.values()), default=0)
         self._scratch = np.empty(size, dtype=np.float64)
@@ -82,13 +80,9 @@ class RunningWeightedMean:
                 f"{self._first.spec()}"
             )
         w = float(weight)
-        for name, ref in self._reference64.items():
+        for name, ref in self._reference.items():
             scratch = self._scratch[: ref.size].reshape(ref.shape)
-            # The difference of the float64 casts, as np.subtract(x, r, dtype=float64)
-            # computes it, but a cast copy and a float64 subtraction are faster than
-            # numpy's mixed-type loop.
-            np.copyto(scratch, arrays[name])
-            scratch -= ref
+            np.subtract(arrays[name], ref, out=scratch, dtype=np.float64)
             scratch *= w
             self._sums[name] += scratch
         self.total_weight += w
