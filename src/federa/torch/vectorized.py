@@ -14,6 +14,9 @@ computes is the standard loop's result for every client:
 * the same optimizer arithmetic: SGD (momentum, weight decay) and Adam written out
   with torch.optim's single-tensor formulas, plus FedProx's proximal term (Li et al.
   2020, "Federated Optimization in Heterogeneous Networks") added to the gradient first;
+  under plain SGD, large dense weights (and a multilayer perceptron's first) are written
+  once per window of steps, their steps computed from the window's starting weight
+  (`federa.torch._windowed`), which is the same arithmetic regrouped;
 * the same dropout masks: each client's masks are drawn with the calls and generator
   state `train` uses (`at::dropout` on CPU: bernoulli_(1 - p) / (1 - p)), bit for bit.
 
@@ -173,7 +176,7 @@ class _Optimizer:
             self.state = {n: [_zeros(params[n]) for _ in range(2)] for n in trainable}
         elif cfg.momentum != 0:
             self.state = {n: [_zeros(params[n])] for n in trainable}
-        self.is_plain_sgd = cfg.optimizer == "sgd" and cfg.momentum == 0 and not cfg.proximal_mu
+        self.is_plain_sgd = _is_plain_sgd(cfg)
         self.buffers: dict[str, torch.Tensor] = {}
         self.step_num, self.m = 0, 0
 
@@ -228,6 +231,11 @@ class _Optimizer:
         step_size = self.cfg.lr / (1 - beta1**count)
         denom = (exp_avg_sq.sqrt() / (1 - beta2**count) ** 0.5).add_(_ADAM_EPS)
         param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _is_plain_sgd(cfg: TrainConfig) -> bool:
+    """Return whether `cfg` trains with SGD without momentum or proximal term."""
+    return cfg.optimizer == "sgd" and cfg.momentum == 0 and not cfg.proximal_mu
 
 
 def _stack(
@@ -427,7 +435,7 @@ def _windowed_weights(
     chain's first weight, whose inputs (the examples) are known for the whole window
     (True), and any other dense weight of at least `LARGE` entries (False).
     """
-    if cfg.optimizer != "sgd" or cfg.momentum != 0 or cfg.proximal_mu:
+    if not _is_plain_sgd(cfg):
         return {}
     if cfg.lr * cfg.weight_decay >= 0.5 or min(window_steps(cfg.batch_size), sched.steps[0]) < 2:
         return {}  # a decay that halves the weight each step; windows of one step
