@@ -135,23 +135,13 @@ def test_only_large_weights_of_a_convolutional_model_are_windowed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spy = Spy(monkeypatch)
-    train_cohort(
-        conv_dropout_model(),
-        [module_to_arrays(conv_dropout_model())] * len(SIZES),
-        cohort_data(),
-        PLAIN["sgd"],
-        SEEDS,
-    )
-    assert spy.closed == 0  # its dense layers have 432 and 64 weights
-    monkeypatch.setattr(vectorized, "LARGE", 64)
-    train_cohort(
-        conv_dropout_model(),
-        [module_to_arrays(conv_dropout_model())] * len(SIZES),
-        cohort_data(),
-        PLAIN["sgd"],
-        SEEDS,
-    )
-    assert spy.closed == 2 * expected_windows(PLAIN["sgd"], _windowed.WINDOW_ROWS)
+    model = conv_dropout_model()  # its dense layers have 432 and 64 weights
+    windows = expected_windows(PLAIN["sgd"], _windowed.WINDOW_ROWS)
+    for large, closed in ((_windowed.LARGE, 0), (65, windows), (64, 3 * windows)):
+        monkeypatch.setattr(vectorized, "LARGE", large)
+        start = [module_to_arrays(model)] * len(SIZES)
+        train_cohort(model, start, cohort_data(), PLAIN["sgd"], SEEDS)
+        assert spy.closed == closed
 
 
 @pytest.mark.parametrize(
