@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +176,27 @@ def test_frozen_weights_are_not_windowed(monkeypatch: pytest.MonkeyPatch) -> Non
     assert spy.closed == windows  # the last layer only
     for arrays, _ in got:
         np.testing.assert_array_equal(arrays["1.weight"], start[0]["1.weight"])
+
+
+def test_windows_with_clients_doing_different_numbers_of_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stragglers (fewer epochs) leave the stack mid-window; their weights stop there."""
+    monkeypatch.setattr(vectorized, "LARGE", 1)
+    spy = Spy(monkeypatch)
+    cfg = PLAIN["sgd_weight_decay"]
+    epochs = [3, 1, 2, 1, 2, 1]
+    torch.manual_seed(0)
+    model = mnist_2nn()
+    start = [module_to_arrays(model)] * len(SIZES)
+    data = cohort_data()
+    got = train_cohort(model, start, data, cfg, SEEDS, epochs)
+    assert spy.closed > 0
+    for arrays0, (x, y), seed, e, (arrays, metrics) in zip(
+        start, data, SEEDS, epochs, got, strict=True
+    ):
+        arrays_to_module(model, arrays0)
+        want_metrics = train(model, x, y, replace(cfg, epochs=e), seed)
+        for name, want in module_to_arrays(model).items():
+            np.testing.assert_allclose(arrays[name], want, rtol=0, atol=TOLERANCE)
+        assert metrics["num_steps"] == want_metrics["num_steps"]
