@@ -142,19 +142,15 @@ class BatchedForward:
         self.graph = graph
         self.modules = dict(graph.named_modules())
         self.trainable = trainable
+        linear = [
+            str(node.target)
+            for node in graph.graph.nodes
+            if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
+        ]
         # Parameters owned by linear layers reach the updater from their backward pass.
-        self.linear_params = frozenset(
-            f"{node.target}.{kind}"
-            for node in graph.graph.nodes
-            if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
-            for kind in ("weight", "bias")
-        )
+        self.linear_params = frozenset(f"{t}.{kind}" for t in linear for kind in ("weight", "bias"))
         # Every linear weight's size, in graph order (`trace` refuses a module called twice).
-        self.linear_weight_sizes = {
-            f"{node.target}.weight": self.modules[node.target].weight.numel()
-            for node in graph.graph.nodes
-            if node.op == "call_module" and isinstance(self.modules[node.target], nn.Linear)
-        }
+        self.linear_weight_sizes = {f"{t}.weight": self.modules[t].weight.numel() for t in linear}
         # ReLU then max-pooling equals max-pooling then ReLU (ReLU is monotone, so the
         # window's maximum and its gradient's route agree), and the ReLU then runs on a
         # quarter of the values: such ReLU nodes pass their input through, and the

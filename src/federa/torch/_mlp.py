@@ -9,9 +9,10 @@ gradient and one for the weight's, handed to the optimizer as in
 `federa.torch._batched`. At ten examples per client the products are small, and the
 engine's bookkeeping was about half of a step; this path leaves only the arithmetic.
 The arithmetic is the autograd path's, so results agree with the per-client loop to
-float rounding (the equivalence tests cover both paths). Under plain SGD the first
-layer's weight is left to `federa.torch._lazy_dense`, which writes it once per window
-of steps instead of every step.
+float rounding (the equivalence tests cover both paths). A layer whose weight the
+updater hands to a `federa.torch._windowed.WindowedLinear` (under plain SGD: the first
+layer, and large ones) runs through it, and its weight is written once per window of
+steps instead of every step.
 """
 
 from __future__ import annotations

@@ -238,6 +238,12 @@ def _is_plain_sgd(cfg: TrainConfig) -> bool:
     return cfg.optimizer == "sgd" and cfg.momentum == 0 and not cfg.proximal_mu
 
 
+def _shared_start(name: str, start: Sequence[Arrays], order: Sequence[int]) -> NDArray | None:
+    """Return array `name` if every client starts from that one array, else None."""
+    first = start[order[0]][name]
+    return first if all(start[k][name] is first for k in order) else None
+
+
 def _stack(
     names: Sequence[str], start: Sequence[Arrays], order: Sequence[int], device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -246,8 +252,9 @@ def _stack(
     for name in names:
         first = start[order[0]][name]
         stacked = _empty((len(order), *first.shape), first.dtype)
-        if all(start[k][name] is first for k in order):  # one global model for all (usual)
-            stacked[...] = first
+        shared = _shared_start(name, start, order)
+        if shared is not None:  # one global model for all (usual)
+            stacked[...] = shared
         else:
             for row, k in enumerate(order):
                 stacked[row] = start[k][name]
@@ -457,21 +464,16 @@ def _window(
     known_inputs: bool,
 ) -> WindowedLinear:
     """Return the window of weight `name`, starting from each client's arrays."""
-    first, device = start[sched.order[0]][name], x_all.device
-    if all(start[k][name] is first for k in sched.order):  # one global model for all
-        shape = (len(sched.order), *first.shape)
-        shared = torch.from_numpy(first).to(device)
-        weight = (
-            torch.from_numpy(_empty(shape, first.dtype))
-            if device.type == "cpu"
-            else torch.empty(shape, dtype=shared.dtype, device=device)
-        )
+    device, shared = x_all.device, _shared_start(name, start, sched.order)
+    if shared is not None:  # one global model for all: the stack is written at a window's end
+        weight = torch.from_numpy(_empty((len(sched.order), *shared.shape), shared.dtype))
+        weight, first = weight.to(device), torch.from_numpy(shared).to(device)
     else:
-        weight, shared = _stack([name], start, sched.order, device)[name], None
+        weight, first = _stack([name], start, sched.order, device)[name], None
     inputs = (x_all.view(len(x_all), -1), sched.index.to(device)) if known_inputs else None
     return WindowedLinear(
         weight,
-        shared,
+        first,
         sched.steps,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
