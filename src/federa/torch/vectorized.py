@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from federa.core.arrays import Arrays, NDArray
 from federa.errors import ConfigError
+from federa.torch import _buffers
 from federa.torch._batched import BatchedForward, trace
 from federa.torch._mlp import DenseChain, dense_chain, dense_step
 from federa.torch._windowed import LARGE, WindowedLinear, window_steps
@@ -52,7 +53,6 @@ from federa.torch.train import TrainConfig
 
 __all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
 
-_ALIGN = 64  # bytes: a cache line, the alignment torch's own CPU allocator gives
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_optimizer
 
 
@@ -267,14 +267,10 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
 
     The stacked tensors are allocated by numpy: its allocator asks for huge pages for
     large arrays and its broadcasting copy is fast, where a fresh torch tensor of tens
-    of MB spends longer in page faults than a training step takes. numpy only aligns
-    to 16 bytes, though, and MKL's in-place batched products run about 3x slower on
-    such memory, hence the offset.
+    of MB spends longer in page faults than a training step takes. Large ones are reused
+    from earlier chunks once nothing views them (`_buffers`).
     """
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + _ALIGN, dtype=np.uint8)
-    offset = -raw.ctypes.data % _ALIGN
-    return raw[offset : offset + size].view(dtype).reshape(shape)
+    return _buffers.empty(shape, dtype)
 
 
 def _concat(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
