@@ -28,6 +28,7 @@ import numpy as np
 from federa.core.arrays import Arrays, NDArray
 from federa.core.messages import Failure, Metrics, TrainResult
 from federa.errors import AggregationError, ConfigError
+from federa.strategy.aggregate import RunningWeightedMean
 from federa.strategy.base import RoundContext
 from federa.strategy.fedavg import FedAvg
 from federa.strategy.fedopt import assemble, round_metrics, select_results
@@ -89,21 +90,22 @@ class FedNova(FedAvg):
         n = np.asarray([r.num_examples for _, r in usable], dtype=np.float64)
         # x_t - tau_eff sum_i p_i (x_t - x_i) / a_i = (1 - s) x_t + s sum_i (r_i / R) x_i with
         # r_i = n_i a_min / a_i, R = sum_i r_i and s = (sum_i n_i a_i / a_min / n) (R / n).
-        # Equal a_i make every ratio exactly 1, so r = n, s = 1 and the result is FedAvg's
-        # weighted mean bit for bit.
+        # Equal a_i make every ratio exactly 1, so r = n, s = 1 and the mean below is
+        # FedAvg's, computed the same way, so the result is FedAvg's bit for bit.
         a_min = float(a.min())
         r = n * (a_min / a)
         total = float(n.sum())
         scale = float((n * (a / a_min)).sum() / total) * float(r.sum() / total)
-        w = r / r.sum()
+        floats = [name for name, ref in arrays.items() if ref.dtype.kind == "f"]
+        running = RunningWeightedMean(names=floats)
+        for rk, (_, res) in zip(r, usable, strict=True):
+            running.add(res.arrays, float(rk))
+        offsets, first = running.offsets(), usable[0][1].arrays
         new_x: dict[str, NDArray] = {}
-        for name, ref in arrays.items():
-            if ref.dtype.kind != "f":
-                continue
-            acc = np.zeros(ref.shape, dtype=np.float64)
-            for wk, (_, res) in zip(w, usable, strict=True):
-                acc += wk * res.arrays[name]  # the same sum, in the same order, as FedAvg's
-            new_x[name] = scale * acc + (1.0 - scale) * ref.astype(np.float64)
+        for name in floats:
+            mean = offsets[name]
+            mean += first[name]  # as RunningWeightedMean.mean adds its reference
+            new_x[name] = scale * mean + (1.0 - scale) * arrays[name].astype(np.float64)
         return assemble(arrays, usable, new_x), metrics
 
 
