@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federa import Arrays, ConfigError, EvalResult, Failure, FedAvg, RoundContext, TrainResult
-from federa.strategy import sample_cohort
+from federa.strategy import aggregate, sample_cohort
 from federa.strategy.aggregate import weighted_mean
 
 
@@ -37,12 +37,18 @@ def test_weighted_mean_is_exact_for_float64_inputs() -> None:
     np.testing.assert_allclose(weighted_mean(xs, w)["a"], expected, rtol=0, atol=1e-15)
 
 
-def test_weighted_mean_is_the_float64_mean_of_differences_bit_for_bit() -> None:
+@pytest.mark.parametrize("float64_reference_max", [0, aggregate.FLOAT64_REFERENCE_MAX])
+def test_weighted_mean_is_the_float64_mean_of_differences_bit_for_bit(
+    float64_reference_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways of subtracting the reference: as given, and from a float64 copy of it.
+    monkeypatch.setattr(aggregate, "FLOAT64_REFERENCE_MAX", float64_reference_max)
     rng = np.random.default_rng(1)
     xs = [
         Arrays(
             {
                 "w": rng.normal(size=(3, 7)).astype(np.float32) * np.float32(10.0**k),
+                "h": rng.normal(size=6).astype(np.float16) * np.float16(2.0**k),
                 "n": rng.integers(-50, 50, size=4),
                 "b": rng.random(5) < 0.5,
             }
@@ -51,13 +57,13 @@ def test_weighted_mean_is_the_float64_mean_of_differences_bit_for_bit() -> None:
     ]
     w = [3.0, 0.5, 7.0, 1.0, 2.5]
     out = weighted_mean(xs, w)
-    for name in ("w", "n", "b"):
+    for name in ("w", "h", "n", "b"):
         ref = xs[0][name].astype(np.float64)
         acc = np.zeros_like(ref)
         for x, wk in zip(xs[1:], w[1:], strict=True):
             acc += np.subtract(x[name], xs[0][name], dtype=np.float64) * wk
         want = acc / sum(w) + ref
-        want = np.rint(want) if name != "w" else want
+        want = np.rint(want) if name in "nb" else want
         np.testing.assert_array_equal(out[name], want.astype(xs[0][name].dtype))
         assert out[name].dtype == xs[0][name].dtype
 

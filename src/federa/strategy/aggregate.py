@@ -11,6 +11,8 @@ from federa.core.arrays import Arrays, NDArray
 from federa.core.messages import Metrics
 from federa.errors import AggregationError
 
+FLOAT64_REFERENCE_MAX = 1 << 22  # values (a 16 MiB float32 model; its copy takes 32 MiB)
+
 
 class RunningWeightedMean:
     """Accumulate sum_k w_k (x_k - r) one result at a time, for a streaming weighted mean.
@@ -22,8 +24,11 @@ class RunningWeightedMean:
     in float64 whatever the arrays' dtype.
 
     Memory is O(1) model copies however many results are added: the reference, one
-    float64 sum per array and one float64 scratch buffer. The floats depend on the order
-    of `add` calls, so callers add results in client-id order.
+    float64 sum per array and one float64 scratch buffer, and for models of up to
+    `FLOAT64_REFERENCE_MAX` values a float64 copy of the reference (numpy subtracts a
+    float32 array from a float64 one about 1.5x faster than it subtracts two float32
+    arrays into float64, with the same result bit for bit). The floats depend on the
+    order of `add` calls, so callers add results in client-id order.
 
     Args:
         reference: The arrays differences are taken from; the first result if None.
@@ -41,6 +46,7 @@ class RunningWeightedMean:
         self._names = None if names is None else set(names)
         self._first: Arrays | None = None
         self._reference: dict[str, NDArray] = {}
+        self._subtrahends: dict[str, NDArray] = {}  # the reference, in float64 if small
         self._sums: dict[str, NDArray] = {}
         self._scratch = np.empty(0, dtype=np.float64)
         self._has_given_reference = reference is not None
@@ -54,6 +60,11 @@ class RunningWeightedMean:
             n: a for n, a in reference.items() if self._names is None or n in self._names
         }
         self._sums = {n: np.zeros(a.shape, dtype=np.float64) for n, a in self._reference.items()}
+        small = sum(a.size for a in self._reference.values()) <= FLOAT64_REFERENCE_MAX
+        self._subtrahends = {
+            n: a.astype(np.float64) if small and a.dtype.kind == "f" else a
+            for n, a in self._reference.items()
+        }
         size = max((a.size for a in self._reference.values()), default=0)
         self._scratch = np.empty(size, dtype=np.float64)
 
@@ -80,7 +91,7 @@ class RunningWeightedMean:
                 f"{self._first.spec()}"
             )
         w = float(weight)
-        for name, ref in self._reference.items():
+        for name, ref in self._subtrahends.items():
             scratch = self._scratch[: ref.size].reshape(ref.shape)
             np.subtract(arrays[name], ref, out=scratch, dtype=np.float64)
             scratch *= w
