@@ -34,7 +34,9 @@ class _Pool:
     def __init__(self) -> None:
         self._free: list[tuple[int, NDArray]] = []  # (bytes, buffer), oldest first
         self._free_bytes = 0
-        self._lock = threading.Lock()
+        # Re-entrant: a collection inside `give_back` or `take` can free an array and
+        # call `give_back` again on the same thread.
+        self._lock = threading.RLock()
 
     def take(self, nbytes: int) -> NDArray:
         """Return a free uint8 buffer of exactly `nbytes` bytes, or a new one."""
