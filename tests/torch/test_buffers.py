@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from federa.torch import _buffers
+from federa.torch import TrainConfig, _buffers, module_to_arrays, train_cohort, vectorized
+from tests.torch.test_vectorized import (
+    CONFIGS,
+    SEEDS,
+    SIZES,
+    assert_same_results,
+    cohort_data,
+    conv_dropout_model,
+    one_at_a_time,
+)
+from tests.torch.test_vectorized_dense import mnist_2nn
+from tests.torch.test_windowed import PLAIN, check_against_loop
 
 F32 = np.dtype(np.float32)
 BIG = (_buffers.MIN_BYTES // 4 + 1,)  # just over the pooling threshold, in float32s
@@ -85,3 +98,62 @@ def test_the_free_list_keeps_at_most_max_free_bytes_dropping_the_oldest(
     assert address(_buffers.empty(sizes[1], F32)) == where[1]
     _buffers.release()
     assert _buffers.free_bytes() == 0
+
+
+@pytest.fixture
+def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every array the trainer allocates comes from the pool and arrives full of NaN."""
+    monkeypatch.setattr(_buffers, "MIN_BYTES", 0)
+    take = _buffers._POOL.take
+
+    def take_poisoned(nbytes: int) -> np.ndarray:
+        buffer = take(nbytes)
+        buffer.fill(0xFF)  # all-ones bytes: NaN as float32 and float64
+        return buffer
+
+    monkeypatch.setattr(_buffers._POOL, "take", take_poisoned)
+
+
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
+def test_cohort_training_writes_every_recycled_buffer_before_reading_it(cfg: TrainConfig) -> None:
+    model = conv_dropout_model()
+    start = [module_to_arrays(model)] * len(SIZES)
+    data = cohort_data()
+    want = one_at_a_time(start, data, cfg)
+    for _ in range(2):  # the second time on buffers the first one gave back
+        assert_same_results(train_cohort(model, start, data, cfg, SEEDS), want)
+    assert _buffers.free_bytes() > 0
+
+
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_start", "own_starts"])
+@pytest.mark.parametrize("build", [mnist_2nn, conv_dropout_model], ids=["2nn", "conv"])
+def test_windows_write_every_recycled_buffer_before_reading_it(
+    build: Callable[[], nn.Module], shared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vectorized, "LARGE", 1)  # every dense weight gets a window
+    for _ in range(2):
+        check_against_loop(build, PLAIN["sgd_weight_decay"], shared)
+
+
+def test_results_of_a_cohort_keep_their_buffers_until_dropped() -> None:
+    # 8 clients x 64 x 784 float32 weights: 1.6 MB stacked, so pooled.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    start = [module_to_arrays(model)] * 8
+    data = [(torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,))) for _ in range(8)]
+    cfg = TrainConfig(epochs=1, batch_size=5, lr=0.1)
+    first = train_cohort(model, start, data, cfg, list(range(8)))
+    kept = [arrays["1.weight"].copy() for arrays, _ in first]
+    second = train_cohort(model, start, data, cfg, list(range(8)))
+    for (arrays, _), copy in zip(first, kept, strict=True):  # not overwritten by the second
+        np.testing.assert_array_equal(arrays["1.weight"], copy)
+        assert not np.shares_memory(arrays["1.weight"], second[0][0]["1.weight"])
+    where = min(arrays["1.weight"].ctypes.data for arrays, _ in first)
+    del first, arrays
+    gc.collect()
+    third = train_cohort(model, start, data, cfg, list(range(8)))
+    # The first call's stack, reused:
+    assert min(arrays["1.weight"].ctypes.data for arrays, _ in third) == where
+    for (a, _), (b, _) in zip(second, third, strict=True):
+        np.testing.assert_array_equal(a["1.weight"], b["1.weight"])
