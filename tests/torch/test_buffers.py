@@ -157,3 +157,8 @@ def test_results_of_a_cohort_keep_their_buffers_until_dropped() -> None:
     assert min(arrays["1.weight"].ctypes.data for arrays, _ in third) == where
     for (a, _), (b, _) in zip(second, third, strict=True):
         np.testing.assert_array_equal(a["1.weight"], b["1.weight"])
+    del second, third, a, b
+    gc.collect()
+    assert _buffers.free_bytes() > 0
+    vectorized.release_buffers()
+    assert _buffers.free_bytes() == 0

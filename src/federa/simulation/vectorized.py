@@ -79,6 +79,10 @@ class VectorizedExecutor:
         chunk_size: Clients trained together (>= 1). Larger chunks amortise more
             per-step overhead; memory grows with it (every client's parameters,
             optimizer state and activations are held at once).
+
+    The stacked arrays of a chunk (1 MiB and up) are reused by later chunks once their
+    results are gone, instead of new memory for each; up to 256 MiB of such free
+    buffers stay with the process (`federa.torch.vectorized.release_buffers` drops them).
     """
 
     def __init__(self, chunk_size: int = 32) -> None:

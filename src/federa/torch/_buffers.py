@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 NDArray = npt.NDArray[Any]
 
@@ -111,6 +112,31 @@ class _Handle:
             "data": (buffer.ctypes.data, False),
             "version": 3,
         }
+
+
+def tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Return an uninitialised tensor: from `empty` on the CPU, torch's own elsewhere.
+
+    (torch's CUDA allocator already caches its blocks; bfloat16 has no numpy twin.)
+    """
+    numpy_dtype = _NUMPY_DTYPES.get(dtype)
+    if device.type != "cpu" or numpy_dtype is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.from_numpy(empty(shape, numpy_dtype))
+
+
+_NUMPY_DTYPES = {
+    t: np.dtype(n)
+    for t, n in [
+        (torch.float16, np.float16),
+        (torch.float32, np.float32),
+        (torch.float64, np.float64),
+        (torch.int64, np.int64),
+        (torch.int32, np.int32),
+        (torch.uint8, np.uint8),
+        (torch.bool, np.bool_),
+    ]
+}
 
 
 def release() -> None:

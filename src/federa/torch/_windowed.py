@@ -31,8 +31,19 @@ from __future__ import annotations
 
 import torch
 
+from federa.torch import _buffers
+
 WINDOW_ROWS = 64  # examples per window: L = WINDOW_ROWS // batch steps
 LARGE = 1 << 16  # weights per client from which a layer is windowed (256 KiB in float32)
+
+
+def _empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Return an uninitialised tensor with `like`'s dtype and device (see `_buffers`)."""
+    return _buffers.tensor(shape, like.dtype, like.device)
+
+
+def _zeros(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return _empty(shape, like).zero_()
 
 
 def window_steps(batch_size: int) -> int:
@@ -146,13 +157,16 @@ class WindowedLinear:
             self.weight[...] = self.shared
             self.shared = None
 
-    def _times(self, t: torch.Tensor, *, transpose: bool) -> torch.Tensor:
+    def _times(
+        self, t: torch.Tensor, *, transpose: bool, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Return t @ W^T (transpose) or t @ W with the window's starting weights."""
         if self.shared is not None:  # one product for all clients
             w = self.shared.t() if transpose else self.shared
-            return torch.mm(t.reshape(-1, t.shape[2]), w).view(*t.shape[:2], w.shape[1])
+            flat = None if out is None else out.view(-1, w.shape[1])
+            return torch.mm(t.reshape(-1, t.shape[2]), w, out=flat).view(*t.shape[:2], w.shape[1])
         w = self.weight[: self.m]
-        return torch.bmm(t, w.transpose(1, 2) if transpose else w)
+        return torch.bmm(t, w.transpose(1, 2) if transpose else w, out=out)
 
     def _store(self, x: torch.Tensor) -> int:
         """Keep this step's inputs for the window; return the rows per client."""
@@ -160,8 +174,8 @@ class WindowedLinear:
         if j == 0:
             self.rows = r
             # zeros: rows of clients that stop within the window meet zero gradients
-            self.x = x.new_zeros((m, self.length * r, x.shape[2]))
-            self.grads = x.new_zeros((m, self.length * r, self.weight.shape[1]))
+            self.x = _zeros((m, self.length * r, x.shape[2]), x)
+            self.grads = _zeros((m, self.length * r, self.weight.shape[1]), x)
         self.x[:m, j * r : (j + 1) * r] = x
         return r
 
@@ -172,10 +186,14 @@ class WindowedLinear:
         m, start, length = self.m0, self.start, self.length
         self.rows = index.shape[2]
         rows = index[:m, start : start + length].reshape(-1)
-        self.x = torch.index_select(x_all, 0, rows).view(m, -1, x_all.shape[1])
-        self.projected = self._times(self.x, transpose=True)
-        self.gram = torch.bmm(self.x, self.x.transpose(1, 2)) if length > 1 else self.gram
-        self.grads = torch.zeros_like(self.projected)
+        x = _buffers.tensor((len(rows), x_all.shape[1]), x_all.dtype, x_all.device)
+        self.x = torch.index_select(x_all, 0, rows, out=x).view(m, -1, x_all.shape[1])
+        rows_out = (m, self.x.shape[1], self.weight.shape[1])
+        self.projected = self._times(self.x, transpose=True, out=_empty(rows_out, x_all))
+        if length > 1:
+            gram = _empty((m, self.x.shape[1], self.x.shape[1]), x_all)
+            self.gram = torch.bmm(self.x, self.x.transpose(1, 2), out=gram)
+        self.grads = _zeros(rows_out, x_all)
 
     def _close(self) -> None:
         """Write the window's updates into the weights: W <- c^n (W - lr G^T X)."""

@@ -51,7 +51,7 @@ from federa.torch._mlp import DenseChain, dense_chain, dense_step
 from federa.torch._windowed import LARGE, WindowedLinear, window_steps
 from federa.torch.train import TrainConfig
 
-__all__ = ["VectorizeError", "train_cohort", "vectorize_reason"]
+__all__ = ["VectorizeError", "release_buffers", "train_cohort", "vectorize_reason"]
 
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_optimizer
 
@@ -260,6 +260,11 @@ def _stack(
                 stacked[row] = start[k][name]
         out[name] = torch.from_numpy(stacked).to(device)
     return out
+
+
+def release_buffers() -> None:
+    """Drop the free buffers kept for later cohorts (at most 256 MiB; see `_buffers`)."""
+    _buffers.release()
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray:
