@@ -34,6 +34,29 @@ def test_arrays_detect_nan_and_inf() -> None:
     assert Arrays({"n": np.array([3], np.int64)}).is_finite()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, ">f4"])
+@pytest.mark.parametrize("size", [5, 50_000])  # below and above the sum-of-squares check
+def test_nan_or_inf_anywhere_in_any_array_is_found(dtype: str, size: int) -> None:
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, size // 2, size - 1):
+            x = rng.normal(size=size).astype(dtype)
+            x[where] = bad
+            arrays = Arrays({"ok": np.ones(size, dtype), "x": x.reshape(-1, 5)})
+            assert not arrays.is_finite(), (bad, where)
+            assert not Arrays({"x": x[::-1]}).is_finite()  # not contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_values_whose_squares_overflow_are_finite(dtype: str) -> None:
+    big = np.full(50_000, np.finfo(dtype).max / 2, dtype=dtype)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.dot(big, big))  # the fast check cannot decide here
+    assert Arrays({"x": big}).is_finite()
+    big[7] = np.nan
+    assert not Arrays({"x": big}).is_finite()
+
+
 def test_copy_is_deep() -> None:
     a = Arrays({"x": np.ones(2)})
     b = a.copy()
