@@ -43,6 +43,7 @@ def _empty(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
 
 
 def _zeros(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Return zeros with `like`'s dtype and device (see `_buffers`)."""
     return _empty(shape, like).zero_()
 
 
@@ -186,7 +187,7 @@ class WindowedLinear:
         m, start, length = self.m0, self.start, self.length
         self.rows = index.shape[2]
         rows = index[:m, start : start + length].reshape(-1)
-        x = _buffers.tensor((len(rows), x_all.shape[1]), x_all.dtype, x_all.device)
+        x = _empty((len(rows), x_all.shape[1]), x_all)
         self.x = torch.index_select(x_all, 0, rows, out=x).view(m, -1, x_all.shape[1])
         rows_out = (m, self.x.shape[1], self.weight.shape[1])
         self.projected = self._times(self.x, transpose=True, out=_empty(rows_out, x_all))
