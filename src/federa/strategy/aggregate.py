@@ -110,20 +110,23 @@ class RunningWeightedMean:
         self._check_nonempty()
         return {name: s / self.total_weight for name, s in self._sums.items()}
 
+    def float_means(self) -> dict[str, NDArray]:
+        """Return every array's weighted mean in float64: r + sum_k w_k (x_k - r) / sum_k w_k."""
+        means = self.offsets()
+        for name, ref in self._reference.items():
+            means[name] += ref
+        return means
+
     def mean(self) -> Arrays:
         """Return the weighted mean, cast back to each array's dtype.
 
         Integer and boolean arrays (for example BatchNorm's `num_batches_tracked`) are
         averaged and rounded.
         """
-        self._check_nonempty()
         out: dict[str, NDArray] = {}
-        for name, ref in self._reference.items():
-            acc = self._sums[name] / self.total_weight
-            acc += ref
-            if ref.dtype.kind in "iub":
-                acc = np.rint(acc)
-            out[name] = acc.astype(ref.dtype)
+        for name, acc in self.float_means().items():
+            dtype = self._reference[name].dtype
+            out[name] = (np.rint(acc) if dtype.kind in "iub" else acc).astype(dtype)
         return Arrays(out)
 
 

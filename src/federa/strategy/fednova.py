@@ -100,12 +100,10 @@ class FedNova(FedAvg):
         running = RunningWeightedMean(names=floats)
         for rk, (_, res) in zip(r, usable, strict=True):
             running.add(res.arrays, float(rk))
-        offsets, first = running.offsets(), usable[0][1].arrays
-        new_x: dict[str, NDArray] = {}
-        for name in floats:
-            mean = offsets[name]
-            mean += first[name]  # as RunningWeightedMean.mean adds its reference
-            new_x[name] = scale * mean + (1.0 - scale) * arrays[name].astype(np.float64)
+        new_x: dict[str, NDArray] = {
+            name: scale * mean + (1.0 - scale) * arrays[name].astype(np.float64)
+            for name, mean in running.float_means().items()
+        }
         return assemble(arrays, usable, new_x), metrics
 
 

@@ -69,6 +69,51 @@ class Updater(Protocol):
         """Return the `WindowedLinear` that owns weight `name`, or None."""
 
 
+def linear_forward(
+    x: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    window: WindowedLinear | None,
+) -> torch.Tensor:
+    """Return x @ W^T + b for stacked clients: x (m, rows, in), W (m, out, in), b (m, out).
+
+    Through `window` when the weight has one (x is then None for a first layer whose
+    window holds its inputs).
+    """
+    if window is not None:  # the weight is written once per window
+        out = window.forward(x)
+        return out if bias is None else out.add_(bias.unsqueeze(1))
+    assert x is not None
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def linear_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    window: WindowedLinear | None,
+    names: tuple[str | None, str | None],
+    updater: Updater,
+    input_grad: bool,
+) -> torch.Tensor | None:
+    """Update the layer's (weight, bias) `names` (None: frozen) from `grad` at its output
+    (m, rows, out); return the gradient at its input if `input_grad`, else None."""
+    weight_name, bias_name = names
+    if window is not None:
+        grad_x = window.input_grad(grad) if input_grad else None
+        window.record(grad)
+    else:
+        # The input's gradient needs the weight before its update.
+        grad_x = torch.bmm(grad, weight) if input_grad else None
+        if weight_name is not None:
+            updater.update_product(weight_name, grad.transpose(1, 2), x)
+    if bias_name is not None:
+        updater.update(bias_name, grad.sum(1))
+    return grad_x
+
+
 class _Linear(torch.autograd.Function):
     """Batched x @ W^T + b whose backward updates W and b through the updater."""
 
@@ -85,30 +130,15 @@ class _Linear(torch.autograd.Function):
         ctx.save_for_backward(x)
         # Held outside save_for_backward: the backward pass updates them in place.
         ctx.weight, ctx.bias, ctx.names, ctx.updater = weight, bias, names, updater
-        window = updater.window(names[0]) if names[0] is not None else None
-        ctx.window = window
-        if window is not None:  # the weight is written once per window
-            out = window.forward(x)
-            return out if bias is None else out.add_(bias.unsqueeze(1))
-        if bias is None:
-            return torch.bmm(x, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        ctx.window = updater.window(names[0]) if names[0] is not None else None
+        return linear_forward(x, weight, bias, ctx.window)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        weight_name, bias_name = ctx.names
-        window: WindowedLinear | None = ctx.window
-        if window is not None:
-            grad_x = window.input_grad(grad) if ctx.needs_input_grad[0] else None
-            window.record(grad)
-        else:
-            # The input's gradient needs the weight before its update.
-            grad_x = torch.bmm(grad, ctx.weight) if ctx.needs_input_grad[0] else None
-            if weight_name is not None:
-                ctx.updater.update_product(weight_name, grad.transpose(1, 2), x)
-        if bias_name is not None:
-            ctx.updater.update(bias_name, grad.sum(1))
+        grad_x = linear_backward(
+            grad, x, ctx.weight, ctx.window, ctx.names, ctx.updater, ctx.needs_input_grad[0]
+        )
         return grad_x, None, None, None, None, None
 
 

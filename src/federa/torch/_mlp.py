@@ -24,7 +24,13 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
-from federa.torch._batched import Updater, flatten_dims, is_relu
+from federa.torch._batched import (
+    Updater,
+    flatten_dims,
+    is_relu,
+    linear_backward,
+    linear_forward,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +136,9 @@ def dense_step(
     with torch.no_grad():
         for i, (layer, window) in enumerate(zip(layers, windows, strict=True)):
             inputs.append(h)
-            bias = None if layer.bias is None else params[layer.bias][:m].unsqueeze(1)
-            if window is not None:
-                h = window.forward(None if i == 0 and x is None else h)
-                h = h if bias is None else h.add_(bias)
-            elif bias is None:
-                h = torch.bmm(h, params[layer.weight][:m].transpose(1, 2))
-            else:
-                h = torch.baddbmm(bias, h, params[layer.weight][:m].transpose(1, 2))
+            bias = None if layer.bias is None else params[layer.bias][:m]
+            given = None if i == 0 and x is None else h
+            h = linear_forward(given, params[layer.weight][:m], bias, window)
             if layer.relu:
                 h.relu_()
         logits = h
@@ -150,18 +151,13 @@ def dense_step(
             layer = layers[i]
             if layer.relu:  # ReLU's gradient: where its output is positive
                 grad.mul_((inputs[i + 1] if i + 1 < len(inputs) else logits) > 0)
-            window = windows[i]
-            below = None
-            if window is not None:
-                below = window.input_grad(grad) if i > 0 else None
-                window.record(grad)
-            else:
-                # The input's gradient needs the weight before its update.
-                below = torch.bmm(grad, params[layer.weight][:m]) if i > 0 else None
-                if layer.weight in trainable:
-                    updater.update_product(layer.weight, grad.transpose(1, 2), inputs[i])
-            if layer.bias is not None and layer.bias in trainable:
-                updater.update(layer.bias, grad.sum(1))
+            names = (
+                layer.weight if layer.weight in trainable else None,
+                layer.bias if layer.bias is not None and layer.bias in trainable else None,
+            )
+            below = linear_backward(
+                grad, inputs[i], params[layer.weight][:m], windows[i], names, updater, i > 0
+            )
             if below is not None:
                 grad = below
     return per_example.view(m, b), logits
