@@ -112,22 +112,26 @@ class RunningWeightedMean:
 
     def float_means(self) -> dict[str, NDArray]:
         """Return every array's weighted mean in float64: r + sum_k w_k (x_k - r) / sum_k w_k."""
-        means = self.offsets()
-        for name, ref in self._reference.items():
-            means[name] += ref
-        return means
+        self._check_nonempty()
+        return {name: self._float_mean(name) for name in self._reference}
 
     def mean(self) -> Arrays:
         """Return the weighted mean, cast back to each array's dtype.
 
         Integer and boolean arrays (for example BatchNorm's `num_batches_tracked`) are
-        averaged and rounded.
+        averaged and rounded. One array's float64 mean exists at a time.
         """
+        self._check_nonempty()
         out: dict[str, NDArray] = {}
-        for name, acc in self.float_means().items():
-            dtype = self._reference[name].dtype
-            out[name] = (np.rint(acc) if dtype.kind in "iub" else acc).astype(dtype)
+        for name, ref in self._reference.items():
+            acc = self._float_mean(name)
+            out[name] = (np.rint(acc) if ref.dtype.kind in "iub" else acc).astype(ref.dtype)
         return Arrays(out)
+
+    def _float_mean(self, name: str) -> NDArray:
+        acc: NDArray = self._sums[name] / self.total_weight
+        acc += self._reference[name]
+        return acc
 
 
 def weighted_mean(arrays: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
